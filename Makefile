@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   environment + synthetic VOC data + .rec + train a small SSD on CPU + mAP + pictures
+#   make test   environment + the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEMO   ?= output/demo
+
+.PHONY: venv demo test test-fast clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+demo: venv
+	MPLBACKEND=Agg $(PY) tools/run_demo.py --workdir $(DEMO)
+
+test: venv
+	MPLBACKEND=Agg $(PY) -m pytest -q
+
+test-fast: venv
+	MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf output .pytest_cache
