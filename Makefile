@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: venv
-	MPLBACKEND=Agg $(PY) tools/run_demo.py --workdir $(DEMO)
+	MPLBACKEND=Agg $(PY) -m tools.run_demo --workdir $(DEMO)
 
 test: venv
 	MPLBACKEND=Agg $(PY) -m pytest -q

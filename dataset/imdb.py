@@ -1,0 +1,237 @@
+"""Base class of the image databases (``Imdb``) and the detection ``.lst`` writer.
+
+A reader subclass fills ``image_set_index`` (one id per image), ``labels`` (one float32 array
+per image, rows ``[cls, x1, y1, x2, y2(, difficult)]`` normalised to [0, 1]) and implements
+``image_path_from_index``. Problems found while reading (boxes clipped or dropped, images with
+no objects) are counted in ``report`` so that tools can print one summary.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Magic numbers of the image formats OpenCV decodes that we accept in a dataset.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+@dataclass
+class CheckReport:
+    """Counts of the problems met while reading annotations (see ``Imdb.summary``)."""
+
+    clipped_boxes: int = 0
+    dropped_boxes: int = 0
+    ignored_unknown: int = 0
+    empty_images: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Record one problem (also logged at debug level)."""
+        self.messages.append(message)
+        logger.debug(message)
+
+    def merge(self, other: "CheckReport") -> None:
+        """Add the counts of ``other`` to this report."""
+        self.clipped_boxes += other.clipped_boxes
+        self.dropped_boxes += other.dropped_boxes
+        self.ignored_unknown += other.ignored_unknown
+        self.empty_images.extend(other.empty_images)
+        self.messages.extend(other.messages)
+
+
+def check_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float,
+              where: str, report: CheckReport) -> tuple[float, float, float, float] | None:
+    """Clip a pixel box to the image; return it normalised, or None if it has no area.
+
+    Parameters
+    ----------
+    x1, y1, x2, y2 : float
+        Box edges in continuous pixel coordinates (0 = left edge of the image).
+    width, height : float
+        Image size in pixels.
+    where : str
+        "file, object k" text used in the messages.
+    report : CheckReport
+        Counts clipped and dropped boxes.
+    """
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+    if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+        report.clipped_boxes += 1
+        report.note(f"{where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) outside the "
+                    f"{width:g}x{height:g} image, clipped")
+    if cx2 <= cx1 or cy2 <= cy1:
+        report.dropped_boxes += 1
+        report.note(f"{where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) has zero or negative size "
+                    "after clipping, dropped")
+        return None
+    return cx1 / width, cy1 / height, cx2 / width, cy2 / height
+
+
+def check_image_file(path: str) -> None:
+    """Raise FileNotFoundError / ValueError if ``path`` is missing, empty or not an image."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise ValueError(f"image file {path} is empty")
+    if not head.startswith(_IMAGE_MAGIC):
+        raise ValueError(f"image file {path} is not a JPEG/PNG/BMP/GIF/TIFF/WebP image "
+                         f"(starts with {head!r})")
+
+
+def format_lst_line(index: int, label: np.ndarray, relpath: str) -> str:
+    """One ``.lst`` line: ``idx \\t 2 \\t W \\t values... \\t relpath`` (``{:.4f}`` numbers)."""
+    label = np.asarray(label, dtype=np.float64)
+    if label.ndim != 2 or label.shape[1] not in (5, 6):
+        raise ValueError(f"label of {relpath} has shape {label.shape}, need (N, 5) or (N, 6)")
+    values = [2.0, float(label.shape[1])] + label.reshape(-1).tolist()  # (N, W) -> (N*W,)
+    return "\t".join([str(index)] + ["{:.4f}".format(v) for v in values] + [relpath]) + "\n"
+
+
+class Imdb:
+    """Base class of the image databases.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name used in messages (``voc_2007_trainval``).
+    classes : list of str
+        Class names; the class id of a label row is its position in this list.
+    """
+
+    def __init__(self, name: str, classes: list[str] | tuple[str, ...]) -> None:
+        self.name = name
+        self.classes = list(classes)
+        self.image_set_index: list = []
+        self.labels: list[np.ndarray] = []
+        self.report = CheckReport()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes (no background)."""
+        return len(self.classes)
+
+    @property
+    def num_images(self) -> int:
+        """Number of images (including those without objects)."""
+        return len(self.image_set_index)
+
+    def image_path_from_index(self, index: int) -> str:
+        """Full path of image ``index`` (position in ``image_set_index``)."""
+        raise NotImplementedError
+
+    def label_from_index(self, index: int) -> np.ndarray:
+        """Label of image ``index``: float32 (num_objects, 5 or 6), normalised."""
+        return self.labels[index]
+
+    def check_images(self) -> None:
+        """Check that every image file exists and looks like an image (headers only)."""
+        for i in range(self.num_images):
+            check_image_file(self.image_path_from_index(i))
+
+    def save_imglist(self, fname: str, root: str | None = None, shuffle: bool = False,
+                     skip_empty: bool = True, seed: int | None = None) -> int:
+        """Write the detection ``.lst`` file (REFERENCE §3.1).
+
+        Parameters
+        ----------
+        fname : str
+            Output path.
+        root : str, optional
+            Paths are written relative to this folder (the packer's image root).
+        shuffle : bool
+            Write the images in a random order.
+        skip_empty : bool
+            Leave out images with no objects (the original behaviour); they are listed in
+            ``report.empty_images``. If False, an image with no objects raises ValueError.
+        seed : int, optional
+            Seed of the shuffle.
+
+        Returns
+        -------
+        int
+            Number of lines written.
+        """
+        order = np.arange(self.num_images)
+        if shuffle:
+            np.random.default_rng(seed).shuffle(order)
+        lines = []
+        for i in order:
+            label = self.label_from_index(int(i))
+            path = self.image_path_from_index(int(i))
+            if label.size == 0:
+                if not skip_empty:
+                    raise ValueError(f"image {path} has no objects")
+                self.report.empty_images.append(path)
+                continue
+            relpath = os.path.relpath(path, root) if root else path
+            lines.append(format_lst_line(len(lines), label, relpath))
+        if not lines:
+            raise ValueError(f"no image with objects in {self.name}: nothing to write to {fname}")
+        os.makedirs(os.path.dirname(os.path.abspath(fname)), exist_ok=True)
+        with open(fname, "w") as f:
+            f.writelines(lines)
+        if self.report.empty_images:
+            logger.warning("%s: %d image(s) without objects skipped, e.g. %s", self.name,
+                           len(self.report.empty_images), self.report.empty_images[0])
+        return len(lines)
+
+    def summary(self) -> dict:
+        """Images, objects per class, max objects per image and the label width needed."""
+        per_class: Counter = Counter()
+        max_objects, num_objects, width, num_difficult = 0, 0, 6, 0
+        for label in self.labels:
+            if label.size == 0:
+                continue
+            width = label.shape[1]
+            per_class.update(int(c) for c in label[:, 0])
+            if width == 6:
+                num_difficult += int((label[:, 5] > 0).sum())
+            max_objects = max(max_objects, label.shape[0])
+            num_objects += label.shape[0]
+        return {
+            "name": self.name,
+            "images": self.num_images,
+            "images_with_objects": sum(1 for lb in self.labels if lb.size),
+            "objects": num_objects,
+            "difficult": num_difficult,
+            "objects_per_class": {self.classes[c]: per_class.get(c, 0)
+                                  for c in range(self.num_classes)},
+            "max_objects_per_image": max_objects,
+            "object_width": width,
+            "label_width": 2 + width * max_objects,
+            "clipped_boxes": self.report.clipped_boxes,
+            "dropped_boxes": self.report.dropped_boxes,
+            "ignored_unknown": self.report.ignored_unknown,
+            "empty_images": len(self.report.empty_images),
+        }
+
+
+def load_class_names(value: str | list[str] | tuple[str, ...] | None,
+                     default_file: str | None = None, flag: str = "--class-names") -> list[str]:
+    """Class names from a list, a comma string, a file (one per line) or ``default_file``."""
+    if value is None or value == "" or value == []:
+        if default_file is None:
+            raise ValueError(f"{flag}: no class names given")
+        value = default_file
+    if isinstance(value, (list, tuple)):
+        names = [str(v).strip() for v in value]
+    elif os.path.isfile(value):
+        with open(value) as f:
+            names = [ln.strip() for ln in f if ln.strip()]
+    else:
+        names = [v.strip() for v in value.split(",")]
+    if not names or any(not n for n in names):
+        raise ValueError(f"{flag} {value!r}: need a comma list of non-empty names or a file "
+                         "with one name per line")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{flag} {value!r}: duplicate class names {dup}")
+    return names

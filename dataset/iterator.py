@@ -1,0 +1,170 @@
+"""``DetRecordIter``: the C++ ``ImageDetRecordIter`` with labels shaped for SSD.
+
+Each batch: ``data[0]`` (B, 3, H, W) RGB float32, mean-subtracted (no std scaling);
+``label[0]`` (B, max_objects, object_width) rows ``[cls, x1, y1, x2, y2(, difficult)]``
+normalised to [0, 1], padded rows all -1; ``pad`` = wrapped images at the end of the last
+batch (do not score them).
+
+Epochs are reproducible: with shuffling on, the C++ iterator of epoch ``e`` is created with
+seed ``seed + e``, so the order (and the augmentation stream) of an epoch depends only on
+``(seed, e)``; :meth:`reset` moves to the next epoch. Build with ``epoch=k`` to resume.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+
+from dataset.recordio_utils import LabelStats, count_records, read_lst, scan_labels
+
+logger = logging.getLogger(__name__)
+
+_CPP_HEADER = 4  # ImageDetRecordIter prepends [channels, rows, cols, raw_len] to every label
+
+
+def _stats_from_lst(lst_path: str) -> LabelStats:
+    """Label statistics of a detection ``.lst`` (used when ``path_imglist`` overrides labels)."""
+    items = read_lst(lst_path)
+    widths = {int(label[1]) for _, label, _ in items}
+    if len(widths) > 1:
+        raise ValueError(f"list file {lst_path}: lines have different object widths {sorted(widths)}")
+    width = widths.pop()
+    counts: dict[int, int] = {}
+    max_objects = num_objects = 0
+    for _, label, _ in items:
+        objects = label[2:].reshape(-1, width)  # (len-2,) -> (N, W)
+        max_objects = max(max_objects, objects.shape[0])
+        num_objects += objects.shape[0]
+        for c in objects[:, 0].astype(int):
+            counts[int(c)] = counts.get(int(c), 0) + 1
+    return LabelStats(len(items), 2, width, max_objects, num_objects, counts)
+
+
+class DetRecordIter(mx.io.DataIter):
+    """Detection record iterator for SSD.
+
+    Parameters
+    ----------
+    path_imgrec : str
+        ``.rec`` file (its ``.idx`` beside it).
+    batch_size : int
+        Images per batch.
+    data_shape : int or tuple
+        Side of the square input, or ``(3, H, W)``.
+    mean_pixels : tuple of 3 float
+        RGB mean subtracted from the images.
+    label_pad_width : int
+        Label length per image after padding (header + objects); -1 computes the smallest
+        one from the data. Train and validation iterators must use the same value.
+    path_imglist : str
+        Optional ``.lst`` whose labels replace the record labels.
+    num_parts, part_index : int
+        Shard the data for distributed training.
+    seed : int, optional
+        Base seed of shuffling; default ``kwargs['seed']`` (cfg.train: 233) or 0.
+    epoch : int
+        Epoch the first pass belongs to (resume).
+    **kwargs
+        Other ``ImageDetRecordIter`` arguments (``cfg.train`` / ``cfg.valid``).
+    """
+
+    def __init__(self, path_imgrec: str, batch_size: int, data_shape: int | tuple,
+                 mean_pixels: tuple[float, float, float] = (123, 117, 104),
+                 label_pad_width: int = -1, path_imglist: str = "", num_parts: int = 1,
+                 part_index: int = 0, seed: int | None = None, epoch: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(batch_size)
+        if isinstance(data_shape, int):
+            data_shape = (3, data_shape, data_shape)
+        data_shape = tuple(int(v) for v in data_shape)
+        if len(data_shape) != 3 or data_shape[0] != 3 or min(data_shape) <= 0:
+            raise ValueError(f"data_shape {data_shape}: need an int or (3, H, W)")
+        if len(mean_pixels) != 3:
+            raise ValueError(f"mean_pixels {mean_pixels}: need 3 values (R, G, B)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size {batch_size}: need at least 1")
+        if not 0 <= part_index < num_parts:
+            raise ValueError(f"part_index {part_index} / num_parts {num_parts}: need 0 <= index < parts")
+        stats = scan_labels(path_imgrec)
+        if path_imglist:
+            list_stats = _stats_from_lst(path_imglist)
+            if list_stats.object_width != stats.object_width:
+                raise ValueError(f"list {path_imglist} has object width {list_stats.object_width} "
+                                 f"but {path_imgrec} has {stats.object_width}")
+            stats = list_stats
+        needed = stats.label_width
+        if label_pad_width == -1:
+            label_pad_width = needed
+        elif label_pad_width < needed:
+            raise ValueError(f"label_pad_width (--label-width) {label_pad_width} is too small for "
+                             f"{path_imglist or path_imgrec}: it needs at least {needed} "
+                             f"(2 + {stats.object_width} x {stats.max_objects} objects)")
+        self.stats = stats
+        self.label_pad_width = label_pad_width
+        self.data_shape = data_shape
+        self.object_width = stats.object_width
+        # the C++ label is [4 header values, 2, W, objects..., -1...] of length pad + 4
+        self.label_start = _CPP_HEADER + 2
+        self.max_objects = (label_pad_width + _CPP_HEADER - self.label_start) // self.object_width
+        self.num_images = self._part_size(count_records(path_imgrec) if not path_imglist
+                                          else stats.num_images, num_parts, part_index)
+        kwargs = dict(kwargs)
+        base_seed = seed if seed is not None else int(kwargs.pop("seed", 0))
+        kwargs.pop("seed", None)
+        self.seed, self.epoch = base_seed, int(epoch)
+        self._cpp_kwargs = dict(
+            path_imgrec=path_imgrec, path_imglist=path_imglist, batch_size=batch_size,
+            data_shape=data_shape, label_width=-1, label_pad_width=label_pad_width,
+            label_pad_value=-1, mean_r=mean_pixels[0], mean_g=mean_pixels[1],
+            mean_b=mean_pixels[2], resize_mode="force", round_batch=True,
+            num_parts=num_parts, part_index=part_index, **kwargs)
+        self._iter = self._make_iter()
+        self.provide_data = [mx.io.DataDesc("data", (batch_size,) + data_shape)]
+        self.provide_label = [mx.io.DataDesc(
+            "label", (batch_size, self.max_objects, self.object_width))]
+
+    @staticmethod
+    def _part_size(total: int, num_parts: int, part_index: int) -> int:
+        # approximate per-shard count (the C++ reader splits by byte ranges); informational
+        start = total * part_index // num_parts
+        end = total * (part_index + 1) // num_parts
+        return end - start
+
+    def _make_iter(self) -> mx.io.DataIter:
+        kwargs = dict(self._cpp_kwargs, seed=self.seed + self.epoch)
+        kwargs.setdefault("verbose", False)
+        return mx.io.ImageDetRecordIter(**kwargs)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches in one pass (the last one padded)."""
+        return math.ceil(self.num_images / self.batch_size)
+
+    def reset(self) -> None:
+        """Start the next epoch (reshuffled with seed ``seed + epoch`` when shuffling).
+
+        The C++ iterator is rebuilt rather than reset: after a wrapped last batch
+        (``round_batch``) its own reset skips the wrapped images in the next pass.
+        """
+        self.epoch += 1
+        self._iter = self._make_iter()
+
+    def next(self) -> mx.io.DataBatch:
+        """Next batch; ``pad`` counts wrapped images of the last batch."""
+        batch = self._iter.next()  # raises StopIteration at the end of the pass
+        label = batch.label[0]
+        if label.shape[1] < self.label_start + self.object_width:
+            raise RuntimeError(f"invalid ImageDetRecordIter label of shape {label.shape}")
+        end = self.label_start + self.max_objects * self.object_width
+        # (B, 4 + pad_width) -> (B, max_objects, object_width)
+        label = label[:, self.label_start:end].reshape(
+            (self.batch_size, self.max_objects, self.object_width))
+        return mx.io.DataBatch(data=batch.data, label=[label], pad=batch.pad, index=batch.index,
+                               provide_data=self.provide_data, provide_label=self.provide_label)
+
+    def iter_next(self) -> bool:  # pragma: no cover - next() is overridden
+        raise NotImplementedError

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny synthetic VOC dataset packed into train/val record files.
+
+The data goes through the real path: tools/make_synthetic_voc.py → tools/prepare_dataset.py
+(VOC reader, checks, .lst writer) → tools/pack_rec.py, called in-process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import types
+
+import pytest
+
+from config.runtime import setup_threads
+
+setup_threads(1)  # before mxnet is imported by any test module
+
+NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 48, 16, 128
+CLASSES = ("circle", "square", "triangle", "cross")
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> types.SimpleNamespace:
+    """Tiny synthetic VOC dataset: 48 train + 16 val images of 128 px, 4 classes, 1-5 objects.
+
+    Attributes: root (folder holding VOCdevkit/VOC2007), class_names, num_classes,
+    train_rec/train_idx/train_lst, val_rec/val_idx/val_lst, num_train, num_val, image_size.
+    """
+    from tools.make_synthetic_voc import SynthConfig, generate
+    from tools.prepare_dataset import prepare_dataset
+
+    root = str(tmp_path_factory.mktemp("synth_voc"))
+    generate(SynthConfig(root=root, num_train=NUM_TRAIN, num_test=NUM_VAL,
+                         min_image_size=IMAGE_SIZE, max_image_size=IMAGE_SIZE, classes=CLASSES,
+                         min_objects=1, max_objects=5, difficult_fraction=0.08, seed=7,
+                         progress=False))
+    devkit = os.path.join(root, "VOCdevkit")
+    logging.getLogger("dataset").setLevel(logging.WARNING)
+    train = prepare_dataset("pascal", "trainval", devkit, os.path.join(root, "train.lst"),
+                            year="2007", shuffle=True, class_names=list(CLASSES), seed=0,
+                            progress=False)
+    val = prepare_dataset("pascal", "test", devkit, os.path.join(root, "val.lst"),
+                          year="2007", shuffle=False, class_names=list(CLASSES), progress=False)
+    return types.SimpleNamespace(
+        root=root, devkit=devkit, class_names=list(CLASSES), num_classes=len(CLASSES),
+        train_rec=train["rec"], train_idx=train["idx"], train_lst=train["lst"],
+        val_rec=val["rec"], val_idx=val["idx"], val_lst=val["lst"],
+        num_train=train["num_listed"], num_val=val["num_listed"], image_size=IMAGE_SIZE,
+        train_summary=train, val_summary=val)
