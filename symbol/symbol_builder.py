@@ -1,0 +1,139 @@
+"""Assemble SSD graphs: backbone body -> extra layers -> multibox heads -> losses/detection.
+
+The functions here take a validated configuration (see ``symbol_factory.get_config``); use
+``symbol_factory.get_symbol_train`` / ``get_symbol`` unless you build configs by hand.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import mxnet as mx
+
+from symbol.common import multi_layer_feature, multibox_layer
+
+VARIANCES = (0.1, 0.1, 0.2, 0.2)
+
+
+def get_body(backbone: str, backbone_args: dict | None = None) -> mx.sym.Symbol:
+    """Build the trunk of ``symbol/<backbone>.py`` (its ``get_body(**backbone_args)``)."""
+    module = importlib.import_module(f"symbol.{backbone}")
+    return module.get_body(**(backbone_args or {}))
+
+
+def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
+                num_filters: Sequence[int], strides: Sequence[int], pads: Sequence[int],
+                sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]],
+                normalizations: Sequence[float], steps: Sequence[float] = (),
+                min_filter: int = 128, backbone_args: dict | None = None
+                ) -> tuple[mx.sym.Symbol, mx.sym.Symbol, mx.sym.Symbol]:
+    """Body, extra layers and multibox heads.
+
+    Parameters
+    ----------
+    backbone : str
+        Module name under ``symbol/`` (``vgg16_reduced``, ``resnet``, ...).
+    num_classes : int
+        Object classes, background excluded.
+    from_layers, num_filters, strides, pads, sizes, ratios, normalizations, steps, min_filter
+        Per feature layer settings, see ``symbol_factory.get_config``.
+    backbone_args : dict, optional
+        Keyword arguments of the backbone's ``get_body`` (``num_layers`` for resnet).
+
+    Returns
+    -------
+    loc_preds : mx.sym.Symbol
+        (B, 4N).
+    cls_preds : mx.sym.Symbol
+        (B, C+1, N) logits.
+    anchors : mx.sym.Symbol
+        (1, N, 4).
+    """
+    body = get_body(backbone, backbone_args)
+    layers = multi_layer_feature(body, from_layers, num_filters, strides, pads,
+                                 min_filter=min_filter)
+    return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios,
+                          normalizations=normalizations, num_channels=num_filters,
+                          steps=steps, clip=False)
+
+
+def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchors: mx.sym.Symbol,
+               nms_thresh: float, force_suppress: bool, nms_topk: int) -> mx.sym.Symbol:
+    """MultiBoxDetection named ``detection`` -> (B, N, 6) [cls, score, x1, y1, x2, y2]."""
+    return mx.sym.contrib.MultiBoxDetection(cls_prob, loc_preds, anchors, name="detection",
+                                            nms_threshold=nms_thresh,
+                                            force_suppress=force_suppress,
+                                            variances=VARIANCES, nms_topk=nms_topk)
+
+
+def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool = False,
+                     nms_topk: int = 400, with_det: bool = True,
+                     minimum_negative_samples: int = 0, **config) -> mx.sym.Symbol:
+    """Training graph: ``cls_prob``, ``loc_loss``, ``cls_label`` and (``with_det``) ``det_out``.
+
+    Parameters
+    ----------
+    num_classes : int
+        Object classes, background excluded.
+    nms_thresh, force_suppress, nms_topk
+        MultiBoxDetection settings of ``det_out``.
+    with_det : bool
+        Add the ``det_out`` output (NMS on every forward); train with False, save with True.
+    minimum_negative_samples : int
+        MultiBoxTarget's minimum number of mined negatives per image (zhreshold's
+        ``min_neg_samples``); above 0 images without objects also train the background.
+    **config
+        Network settings (see ``build_heads``).
+
+    Returns
+    -------
+    mx.sym.Symbol
+        Group of ``cls_prob`` (B, C+1, N), ``loc_loss`` (B, 4N), ``cls_label`` (B, N)
+        and ``det_out`` (B, N, 6). Input ``label``: (B, M, 5 or 6)
+        ``[cls, x1, y1, x2, y2(, difficult)]`` normalised, rows of -1 as padding.
+    """
+    label = mx.sym.Variable("label")
+    loc_preds, cls_preds, anchors = build_heads(num_classes=num_classes, **config)
+    loc_target, loc_mask, cls_target = mx.sym.contrib.MultiBoxTarget(
+        anchors, label, cls_preds, overlap_threshold=0.5, ignore_label=-1,
+        negative_mining_ratio=3, minimum_negative_samples=minimum_negative_samples,
+        negative_mining_thresh=0.5, variances=VARIANCES, name="multibox_target")
+
+    cls_prob = mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1,
+                                    use_ignore=True, grad_scale=1.0, multi_output=True,
+                                    normalization="valid", name="cls_prob")
+    loc_diff = mx.sym.elemwise_sub(loc_preds, loc_target, name="loc_diff")
+    loc_diff = mx.sym.elemwise_mul(loc_mask, loc_diff, name="loc_masked_diff")
+    loc_loss_ = mx.sym.smooth_l1(data=loc_diff, scalar=1.0, name="loc_loss_")
+    loc_loss = mx.sym.MakeLoss(loc_loss_, grad_scale=1.0, normalization="valid",
+                               name="loc_loss")
+    # monitoring outputs: no gradient
+    cls_label = mx.sym.MakeLoss(data=cls_target, grad_scale=0, name="cls_label")
+    outputs = [cls_prob, loc_loss, cls_label]
+    if with_det:
+        det = _detection(cls_prob, loc_preds, anchors, nms_thresh, force_suppress, nms_topk)
+        outputs.append(mx.sym.MakeLoss(data=det, grad_scale=0, name="det_out"))
+    return mx.sym.Group(outputs)
+
+
+def get_symbol(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool = False,
+               nms_topk: int = 400, **config) -> mx.sym.Symbol:
+    """Inference graph: softmax over classes + MultiBoxDetection.
+
+    Parameters
+    ----------
+    num_classes : int
+        Object classes, background excluded.
+    nms_thresh, force_suppress, nms_topk
+        MultiBoxDetection settings.
+    **config
+        Network settings (see ``build_heads``).
+
+    Returns
+    -------
+    mx.sym.Symbol
+        ``detection_output`` (B, N, 6) ``[cls, score, x1, y1, x2, y2]``, cls -1 = none.
+    """
+    loc_preds, cls_preds, anchors = build_heads(num_classes=num_classes, **config)
+    cls_prob = mx.sym.softmax(data=cls_preds, axis=1, name="cls_prob")
+    return _detection(cls_prob, loc_preds, anchors, nms_thresh, force_suppress, nms_topk)

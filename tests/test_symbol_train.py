@@ -1,0 +1,91 @@
+"""One real forward/backward/update step of every preset (the big ones marked slow)."""
+from __future__ import annotations
+
+import time
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from symbol.symbol_factory import get_symbol_train
+
+
+def _label(batch: int) -> np.ndarray:
+    """(B, 3, 6) [cls, x1, y1, x2, y2, difficult]; one -1 padding row per image."""
+    label = np.full((batch, 3, 6), -1.0, dtype=np.float32)
+    label[:, 0] = [0, 0.1, 0.2, 0.5, 0.6, 0]
+    label[:, 1] = [1, 0.55, 0.5, 0.95, 0.9, 1]
+    return label
+
+
+def _module(network: str, side: int, batch: int, num_classes: int = 2) -> mx.mod.Module:
+    sym = get_symbol_train(network, side, num_classes, with_det=False)
+    mod = mx.mod.Module(sym, data_names=("data",), label_names=("label",), context=mx.cpu())
+    mod.bind(data_shapes=[("data", (batch, 3, side, side))],
+             label_shapes=[("label", (batch, 3, 6))])
+    mx.random.seed(0)
+    mod.init_params(initializer=mx.init.Xavier())
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01,
+                                                          "momentum": 0.9, "wd": 5e-4})
+    return mod
+
+
+def _train_step(network: str, side: int, batch: int) -> float:
+    """Bind, run one step, check the outputs and the update; return the step's seconds."""
+    mod = _module(network, side, batch)
+    rng = np.random.default_rng(0)
+    data = mx.nd.array(rng.uniform(-100, 100, (batch, 3, side, side)))
+    batch_data = mx.io.DataBatch([data], [mx.nd.array(_label(batch))])
+    before = {k: v.copy() for k, v in mod.get_params()[0].items()}
+    start = time.perf_counter()
+    mod.forward_backward(batch_data)
+    mod.update()
+    cls_prob, loc_loss, cls_label = [out.asnumpy() for out in mod.get_outputs()]
+    seconds = time.perf_counter() - start
+    assert np.isfinite(cls_prob).all() and np.isfinite(loc_loss).all()
+    np.testing.assert_allclose(cls_prob.sum(axis=1), 1.0, rtol=1e-4)
+    # matched anchors: positives get class id + 1, mined negatives 0, the rest -1
+    assert set(np.unique(cls_label)) <= {-1.0, 0.0, 1.0, 2.0}
+    assert (cls_label == 1).any() and (cls_label == 2).any() and (cls_label == 0).any()
+    assert loc_loss.sum() > 0
+    after = mod.get_params()[0]
+    changed = [k for k in before if not np.array_equal(before[k].asnumpy(), after[k].asnumpy())]
+    assert any(k.endswith("cls_pred_conv_weight") for k in changed)
+    assert any(k.endswith("loc_pred_conv_weight") for k in changed)
+    print(f"{network}@{side} batch {batch}: train step {seconds:.3f} s")
+    return seconds
+
+
+def test_tiny_train_step():
+    _train_step("tiny", 128, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network,side", [("vgg16_reduced", 300), ("resnet50", 300),
+                                          ("resnet101", 300), ("inceptionv3", 299),
+                                          ("mobilenet", 300)])
+def test_preset_train_step(network, side):
+    _train_step(network, side, 1)
+
+
+def test_tiny_learns_a_fixed_batch():
+    """Twenty SGD steps on one batch lower the classification loss of the tiny preset."""
+    mod = _module("tiny", 128, 2)
+    rng = np.random.default_rng(1)
+    image = rng.uniform(-30, 30, (2, 3, 128, 128)).astype(np.float32)
+    image[:, :, 13:77, 26:90] += 80  # a bright square where label row 0 is
+    label = _label(2)
+    label[:, 0] = [0, 26 / 128, 13 / 128, 90 / 128, 77 / 128, 0]
+    batch = mx.io.DataBatch([mx.nd.array(image)], [mx.nd.array(label)])
+
+    def cross_entropy() -> float:
+        mod.forward(batch, is_train=True)
+        prob, _, target = [out.asnumpy() for out in mod.get_outputs()]
+        b, n = np.nonzero(target >= 0)
+        return float(-np.log(prob[b, target[b, n].astype(int), n] + 1e-8).mean())
+
+    first = cross_entropy()
+    for _ in range(20):
+        mod.forward_backward(batch)
+        mod.update()
+    assert cross_entropy() < 0.5 * first
