@@ -1,0 +1,450 @@
+"""The SSD training recipe: iterators -> symbol -> parameters to load and freeze -> fit.
+
+``train_net`` keeps the signature of the original (seed-era ``train/train_net.py``); new
+options are appended as keyword arguments. The Module.fit wiring (LR schedule, kvstore,
+non-finite guard, validation, atomic checkpoints, interrupts) lives in ``fit.py``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from typing import Any, Sequence
+
+import mxnet as mx
+import numpy as np
+
+import fit
+from config.config import cfg
+from dataset.iterator import DetRecordIter
+from dataset.recordio_utils import count_records, label_pad_width as required_label_width
+from dataset.recordio_utils import scan_labels
+from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
+from symbol.symbol_factory import get_symbol, get_symbol_train
+
+logger = logging.getLogger(__name__)
+
+
+def convert_pretrained(name: str, args: dict) -> dict:
+    """Hook for renaming pretrained parameters (identity, as the original)."""
+    return args
+
+
+def get_prefix(prefix: str, network: str, data_shape: int | Sequence[int]) -> str:
+    """Checkpoint prefix of the v1.x example: ``prefix + '_' + network + '_' + str(side)``."""
+    side = data_shape if isinstance(data_shape, int) else data_shape[-1]
+    return f"{prefix}_{network}_{side}"
+
+
+def check_class_ids(stats: Sequence[Any], paths: Sequence[str], num_classes: int) -> None:
+    """Every class id in the records must be below ``num_classes``."""
+    for stat, path in zip(stats, paths):
+        ids = [int(c) for c in stat.class_counts]
+        if ids and (max(ids) >= num_classes or min(ids) < 0):
+            raise ValueError(f"--num-class {num_classes}: {path} holds class ids "
+                             f"{min(ids)}..{max(ids)}, so --num-class must be at least "
+                             f"{max(ids) + 1} (repack the data to train on fewer classes)")
+
+
+def resolve_label_width(train_path: str, val_path: str, label_pad_width: int,
+                        num_classes: int | None = None) -> int:
+    """``label_pad_width`` shared by train and val: from the data when -1, else checked.
+
+    Also checks that the class ids of the records fit ``num_classes`` when given.
+
+    Parameters
+    ----------
+    train_path, val_path : str
+        Record files (``val_path`` may be empty).
+    label_pad_width : int
+        ``--label-width``; -1 (or None) computes the smallest width that fits both files.
+
+    Returns
+    -------
+    int
+        The width to give both iterators.
+    """
+    stats = [scan_labels(train_path)] + ([scan_labels(val_path)] if val_path else [])
+    if num_classes is not None:
+        check_class_ids(stats, [train_path, val_path], num_classes)
+    needed = required_label_width(stats)
+    if label_pad_width is None or label_pad_width < 0:
+        logger.info("Label width %d from the data (header %d + %d x up to %d objects)", needed,
+                    stats[0].header_width, stats[0].object_width,
+                    max(s.max_objects for s in stats))
+        return needed
+    if label_pad_width < needed:
+        files = " and ".join(p for p in (train_path, val_path) if p)
+        raise ValueError(f"--label-width {label_pad_width} is too small for {files}: they need "
+                         f"at least {needed} (header {stats[0].header_width} + "
+                         f"{stats[0].object_width} x {max(s.max_objects for s in stats)} "
+                         f"objects); omit the flag to use the data's width")
+    logger.info("Label width %d (data needs %d)", label_pad_width, needed)
+    return label_pad_width
+
+
+def _load_param_file(path: str, flag: str, prefix: str) -> tuple[dict, dict]:
+    if not os.path.isfile(path):
+        epochs = fit.list_checkpoint_epochs(prefix)
+        have = ", ".join(str(e) for e in epochs) if epochs else "none"
+        raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
+                                f"{prefix}: {have}")
+    arg_params, aux_params = {}, {}
+    for key, value in mx.nd.load(path).items():
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+    return arg_params, aux_params
+
+
+def _check_same_network(flag: str, path: str, arg_params: dict, aux_params: dict,
+                        arg_shapes: dict, aux_shapes: dict, network: str) -> None:
+    """Resume needs the exact network: every parameter present with its shape."""
+    expected = {**arg_shapes, **aux_shapes}
+    loaded = {**arg_params, **aux_params}
+    missing = sorted(set(expected) - set(loaded))
+    wrong = sorted(f"{k} {tuple(loaded[k].shape)} vs {expected[k]}"
+                   for k in set(expected) & set(loaded) if tuple(loaded[k].shape) != expected[k])
+    if missing or wrong:
+        raise ValueError(f"{flag}: {path} was not saved by this network ({network} with these "
+                         f"--num-class/--data-shape): missing {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, shape differs {wrong[:5]}; "
+                         f"use --finetune or --pretrained to start from another model")
+
+
+def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: str
+                     ) -> tuple[dict, list[str], list[str]]:
+    """Keep parameters whose name and shape match; returns (kept, skipped, unused)."""
+    kept, skipped, unused = {}, [], []
+    for name, value in params.items():
+        if name not in shapes:
+            unused.append(name)
+        elif tuple(value.shape) != shapes[name]:
+            skipped.append(f"{name} {tuple(value.shape)}->{shapes[name]}")
+        else:
+            kept[name] = value
+    if params and not kept and not any(s.split(" ")[0] in shapes for s in skipped):
+        raise ValueError(f"{flag}: {path} shares no parameter name with network {network} "
+                         f"(it holds e.g. {sorted(params)[:3]}): a checkpoint of another "
+                         f"network? Pass the matching --network")
+    return kept, skipped, unused
+
+
+def _load_params(net: str, prefix: str, resume: int | str, finetune: int, pretrained: str,
+                 epoch: int, begin_epoch: int, arg_shapes: dict, aux_shapes: dict,
+                 freeze_layer_pattern: str) -> dict:
+    """Decide where the weights come from and which parameters stay fixed.
+
+    Returns
+    -------
+    dict
+        ``arg_params``, ``aux_params``, ``fixed_param_names``, ``begin_epoch``,
+        ``states_path`` (optimizer state to restore or None), ``source`` (text for the log).
+    """
+    out: dict[str, Any] = {"arg_params": None, "aux_params": None, "fixed_param_names": None,
+                           "begin_epoch": begin_epoch, "states_path": None}
+    freeze = _freeze_names(freeze_layer_pattern, arg_shapes)
+    if resume == fit.INTERRUPTED or (isinstance(resume, int) and resume >= 0):
+        tag = resume
+        path = fit.checkpoint_path(prefix, tag, "params")
+        args, auxs = _load_param_file(path, f"--resume {resume}", prefix)
+        card = fit.load_card(prefix, tag) or {}
+        if card.get("network") not in (None, net):
+            raise ValueError(f"--resume {resume}: {path} was trained with --network "
+                             f"{card['network']}, not {net}")
+        _check_same_network(f"--resume {resume}", path, args, auxs, arg_shapes, aux_shapes, net)
+        out.update(arg_params=args, aux_params=auxs, fixed_param_names=freeze or None,
+                   states_path=fit.checkpoint_path(prefix, tag, "states"),
+                   begin_epoch=int(card.get("epoch", 0)) if tag == fit.INTERRUPTED else tag)
+        logger.info("Resume from %s: %d parameters, optimizer state %s, continuing after epoch "
+                    "%d", path, len(args) + len(auxs), out["states_path"], out["begin_epoch"])
+        return out
+    if finetune >= 0 or pretrained:
+        if finetune >= 0:
+            flag, load_prefix, load_epoch = f"--finetune {finetune}", prefix, finetune
+        else:
+            flag, load_prefix, load_epoch = f"--pretrained {pretrained}", pretrained, epoch
+        path = fit.checkpoint_path(load_prefix, load_epoch, "params")
+        args, auxs = _load_param_file(path, flag, load_prefix)
+        args = convert_pretrained(load_prefix, args)
+        args, skipped_a, unused_a = _filter_by_shape(flag, path, args, arg_shapes, net)
+        auxs, skipped_x, unused_x = _filter_by_shape(flag, path, auxs, aux_shapes, net)
+        missing = sorted(set(arg_shapes) - set(args)) + sorted(set(aux_shapes) - set(auxs))
+        logger.info("%s: loaded %d parameters from %s", flag, len(args) + len(auxs), path)
+        if skipped_a or skipped_x:
+            logger.info("Skipped (shape differs): %s", ", ".join(skipped_a + skipped_x))
+        if unused_a or unused_x:
+            logger.info("Not in this network (unused): %s", ", ".join(unused_a + unused_x))
+        if missing:
+            logger.info("Left to initialize: %s", ", ".join(missing))
+        if finetune >= 0:
+            # seed semantics: train what was not loaded with a matching shape, plus all *pred*
+            fixed = sorted(name for name in args if "pred" not in name)
+            out["begin_epoch"] = finetune
+        else:
+            fixed = freeze
+        out.update(arg_params=args, aux_params=auxs, fixed_param_names=fixed or None)
+        return out
+    logger.info("Start training from scratch (no --pretrained, --resume or --finetune)")
+    if freeze:
+        logger.info("--freeze %r ignored: nothing is pretrained when training from scratch",
+                    freeze_layer_pattern)
+    return out
+
+
+def _freeze_names(pattern: str, arg_shapes: dict) -> list[str]:
+    if not pattern or not pattern.strip():
+        return []
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"--freeze {pattern!r}: not a valid regular expression ({err})") from None
+    return [name for name in arg_shapes if regex.match(name)]
+
+
+def _seed_everything(seed: int | None) -> None:
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+    logger.info("Random seed %d (python, numpy, mxnet, iterators)", seed)
+
+
+def _make_iterators(train_path: str, val_path: str, train_list: str, val_list: str,
+                    batch_size: int, data_shape: tuple, mean_pixels: Sequence[float],
+                    label_width: int, num_parts: int, part_index: int, seed: int | None,
+                    begin_epoch: int) -> tuple[mx.io.DataIter, mx.io.DataIter | None]:
+    train_kwargs = dict(cfg.train)
+    if seed is not None:
+        train_kwargs["seed"] = seed
+    # epoch=begin_epoch: the data order of an uninterrupted run (seed + epoch per epoch)
+    train_iter = DetRecordIter(train_path, batch_size, data_shape, mean_pixels=mean_pixels,
+                               label_pad_width=label_width, path_imglist=train_list,
+                               num_parts=num_parts, part_index=part_index, epoch=begin_epoch,
+                               **train_kwargs)
+    val_iter = None
+    if val_path:
+        val_iter = DetRecordIter(val_path, batch_size, data_shape, mean_pixels=mean_pixels,
+                                 label_pad_width=label_width, path_imglist=val_list,
+                                 num_parts=num_parts, part_index=part_index, **dict(cfg.valid))
+    return train_iter, val_iter
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def train_net(net, train_path, num_classes, batch_size,
+              data_shape, mean_pixels, resume, finetune, pretrained, epoch,
+              prefix, ctx, begin_epoch, end_epoch, frequent, learning_rate,
+              momentum, weight_decay, lr_refactor_step, lr_refactor_ratio,
+              freeze_layer_pattern='',
+              num_example=10000, label_pad_width=350,
+              nms_thresh=0.45, force_nms=False, ovp_thresh=0.5,
+              use_difficult=False, class_names=None,
+              voc07_metric=False, nms_topk=400, force_suppress=False,
+              train_list="", val_path="", val_list="", iter_monitor=0,
+              monitor_pattern=".*", log_file=None, *,
+              kv_store: str | None = None, optimizer: str = "sgd",
+              min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
+              tensorboard: str | None = None, test_io: bool = False,
+              nan_policy: str = "stop", save_period: int = 1,
+              argv: Sequence[str] | None = None) -> fit.DetectionModule | None:
+    """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
+
+    Parameters
+    ----------
+    net : str
+        Network preset (``symbol_factory.list_networks()``).
+    train_path, val_path : str
+        Training / validation ``.rec`` (``val_path`` "" disables validation).
+    num_classes : int
+        Object classes, background excluded.
+    batch_size : int
+        Batch per worker, split across ``ctx``.
+    data_shape : int or tuple
+        Input side or (3, H, W).
+    mean_pixels : sequence of 3 floats
+        RGB mean subtracted.
+    resume : int or str
+        Continue from ``{prefix}-%04d`` (weights, optimizer state, LR position), or
+        ``'interrupted'``; -1 off.
+    finetune : int
+        Start from epoch N of the same prefix, training only the new / ``pred`` parameters;
+        -1 off.
+    pretrained : str
+        Prefix of a model to start from ("" none); ``epoch`` selects its file.
+    epoch : int
+        Epoch of ``pretrained``.
+    prefix : str
+        Save prefix; ``_<net>_<side>`` is appended.
+    ctx : list of mx.Context
+        Devices.
+    begin_epoch, end_epoch : int
+        First epoch (fresh runs) and number of epochs to complete.
+    frequent : int
+        Speedometer period (batches).
+    learning_rate, momentum, weight_decay : float
+        Optimizer settings.
+    lr_refactor_step : str
+        Comma list of decay epochs.
+    lr_refactor_ratio : float
+        Decay factor.
+    freeze_layer_pattern : str
+        Regex of fixed parameters (resume and pretrained runs).
+    num_example : int or None
+        Images per epoch for the LR schedule; None counts the ``.idx``.
+    label_pad_width : int
+        Label width for both iterators; -1 from the data.
+    nms_thresh, force_nms, nms_topk, force_suppress
+        Detection settings of the validation / saved graph (``force_nms`` or
+        ``force_suppress`` enables cross-class NMS; the original ignored ``force_nms``).
+    ovp_thresh, use_difficult, class_names, voc07_metric
+        Validation mAP settings.
+    train_list, val_list : str
+        ``.lst`` files overriding the record labels.
+    iter_monitor, monitor_pattern
+        ``mx.mon.Monitor`` interval and regex.
+    log_file : str, optional
+        Also log to this file.
+    kv_store : str, optional
+        kvstore type (``dist_*`` shards the data by worker).
+    optimizer : str
+        sgd, nag, adam or rmsprop.
+    min_neg_samples : int
+        ``minimum_negative_samples`` of MultiBoxTarget.
+    warmup_epochs : int
+        Linear LR warm-up epochs.
+    seed : int, optional
+        Seed of initialisation and iterators.
+    tensorboard : str, optional
+        TensorBoard folder.
+    test_io : bool
+        Only measure the training data pipeline.
+    nan_policy : str
+        ``stop`` or ``skip``.
+    save_period : int
+        Checkpoint every N epochs.
+    argv : sequence of str, optional
+        Command line (for the resume hint after an interrupt).
+
+    Returns
+    -------
+    fit.DetectionModule or None
+        The trained module (None for ``test_io``).
+    """
+    call_args = {k: _jsonable(v) for k, v in locals().items()}
+    fit.setup_logging(log_file)
+    logger.info("train_net arguments: %s", call_args)
+
+    if isinstance(data_shape, int):
+        data_shape = (3, data_shape, data_shape)
+    if len(data_shape) != 3 or data_shape[0] != 3:
+        raise ValueError(f"--data-shape {data_shape}: expected a side length or (3, H, W)")
+    if isinstance(mean_pixels, (int, float)):
+        mean_pixels = [mean_pixels] * 3
+    if len(mean_pixels) != 3:
+        raise ValueError(f"--mean-r/-g/-b: need 3 values, got {mean_pixels}")
+    if nan_policy not in fit.NAN_POLICIES:
+        raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {fit.NAN_POLICIES}")
+    prefix = get_prefix(prefix, net, data_shape)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+
+    # distributed workers: shard the data, rank 0 writes
+    kv = fit.create_kvstore(kv_store, len(ctx))
+    rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
+    fit.set_log_rank(rank)
+    if num_workers > 1:
+        logger.info("Worker %d of %d (kvstore %s): data sharded, rank 0 writes checkpoints",
+                    rank, num_workers, kv.type)
+    logger.info("Threads: OMP_NUM_THREADS=%s; contexts %s", os.environ.get("OMP_NUM_THREADS"),
+                ", ".join(str(c) for c in ctx))
+    _seed_everything(seed)
+
+    # 1. iterators
+    label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
+    if num_example is None:
+        num_example = count_records(train_path)
+        logger.info("Epoch size: %d images (from %s.idx)", num_example,
+                    os.path.splitext(train_path)[0])
+    start_epoch = begin_epoch
+    if resume == fit.INTERRUPTED:
+        card = fit.load_card(prefix, fit.INTERRUPTED) or {}
+        start_epoch = int(card.get("epoch", begin_epoch))
+    elif isinstance(resume, int) and resume >= 0:
+        start_epoch = resume
+    train_iter, val_iter = _make_iterators(
+        train_path, val_path, train_list, val_list, batch_size, data_shape, mean_pixels,
+        label_width, num_workers, rank, seed, start_epoch)
+    if test_io:
+        fit.measure_io(train_iter, frequent)
+        return None
+
+    # 2. symbols: train without NMS, save with det_out, validate with the inference graph
+    force = bool(force_suppress or force_nms)
+    side = data_shape[1]
+    train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
+                                 force_suppress=force, nms_topk=nms_topk, with_det=False,
+                                 minimum_negative_samples=min_neg_samples)
+    save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
+                                force_suppress=force, nms_topk=nms_topk, with_det=True,
+                                minimum_negative_samples=min_neg_samples)
+    infer_sym = get_symbol(net, side, num_classes, nms_thresh=nms_thresh, force_suppress=force,
+                           nms_topk=nms_topk)
+    shapes = dict(train_iter.provide_data + train_iter.provide_label)
+    arg_shapes, _, aux_shapes = train_sym.infer_shape(**shapes)
+    arg_shapes = {n: tuple(s) for n, s in zip(train_sym.list_arguments(), arg_shapes)
+                  if n not in shapes}
+    aux_shapes = {n: tuple(s) for n, s in zip(train_sym.list_auxiliary_states(), aux_shapes)}
+
+    # 3. parameters to load and freeze
+    loaded = _load_params(net, prefix, resume, finetune, pretrained, epoch, begin_epoch,
+                          arg_shapes, aux_shapes, freeze_layer_pattern)
+    begin_epoch = loaded["begin_epoch"]
+    fixed = loaded["fixed_param_names"]
+    if fixed:
+        logger.info("Frozen parameters (%d): %s", len(fixed), ", ".join(fixed))
+
+    # 4. fit
+    lr, lr_scheduler = fit.get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
+                                            num_example, batch_size, begin_epoch,
+                                            warmup_epochs=warmup_epochs,
+                                            num_workers=num_workers)
+    optimizer_params = fit.get_optimizer_params(optimizer, lr, momentum, weight_decay,
+                                                lr_scheduler, len(ctx), num_workers)
+    logger.info("Optimizer %s: lr %g, schedule %s, rescale_grad %g", optimizer,
+                optimizer_params["learning_rate"], lr_refactor_step if lr_scheduler else "none",
+                optimizer_params["rescale_grad"])
+    monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
+    metric_cls = VOC07MApMetric if voc07_metric else MApMetric
+    valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
+
+    def describe(num_images: int) -> str:
+        return describe_protocol(voc07_metric, ovp_thresh, use_difficult, nms_thresh, nms_topk,
+                                 side, num_images, force_suppress=force)
+
+    card_base = {"network": net, "data_shape": side, "num_classes": num_classes,
+                 "class_names": _jsonable(class_names), "seed": seed, "prefix": prefix,
+                 "label_width": label_width, "num_workers": num_workers,
+                 "arguments": call_args}
+    return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
+                   begin_epoch=begin_epoch, end_epoch=end_epoch,
+                   arg_params=loaded["arg_params"], aux_params=loaded["aux_params"],
+                   fixed_param_names=fixed, eval_metric=MultiBoxMetric(),
+                   valid_metric=valid_metric, optimizer=optimizer,
+                   optimizer_params=optimizer_params, save_symbol=save_sym,
+                   infer_symbol=infer_sym, kvstore=kv, frequent=frequent, monitor=monitor,
+                   save_period=save_period, nan_policy=nan_policy,
+                   states_path=loaded["states_path"], card_base=card_base, argv=argv,
+                   tensorboard=tensorboard, describe_validation=describe)
