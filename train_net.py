@@ -228,10 +228,27 @@ def _make_iterators(train_path: str, val_path: str, train_list: str, val_list: s
                                **train_kwargs)
     val_iter = None
     if val_path:
+        # every worker scores the whole validation set: its mAP is the dataset's, not a shard's
         val_iter = DetRecordIter(val_path, batch_size, data_shape, mean_pixels=mean_pixels,
                                  label_pad_width=label_width, path_imglist=val_list,
-                                 num_parts=num_parts, part_index=part_index, **dict(cfg.valid))
+                                 **dict(cfg.valid))
     return train_iter, val_iter
+
+
+def _equalize_shards(train_iter: mx.io.DataIter, kv_type: str, num_example: int,
+                     num_workers: int, batch_size: int) -> mx.io.DataIter:
+    """Give every synchronous worker the same number of batches per epoch.
+
+    ``num_parts`` shards can differ by an image or more (23 and 25 of 48), hence by a batch;
+    under ``dist_sync`` the worker with the extra batch would push a gradient that no partner
+    matches and the whole job would wait forever. As MXNet's image-classification fit.py
+    does, the epoch is fixed at ``(num_example // num_workers) // batch_size`` batches.
+    """
+    if num_workers <= 1 or "async" in kv_type:
+        return train_iter
+    epoch_size = max(1, (num_example // num_workers) // batch_size)
+    logger.info("Each worker runs %d batches per epoch (dist_sync needs equal counts)", epoch_size)
+    return mx.io.ResizeIter(train_iter, epoch_size)
 
 
 def _jsonable(value: Any) -> Any:
@@ -390,6 +407,8 @@ def train_net(net, train_path, num_classes, batch_size,
     if test_io:
         fit.measure_io(train_iter, frequent)
         return None
+    if kv is not None:
+        train_iter = _equalize_shards(train_iter, kv.type, num_example, num_workers, batch_size)
 
     # 2. symbols: train without NMS, save with det_out, validate with the inference graph
     force = bool(force_suppress or force_nms)
