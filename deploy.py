@@ -20,6 +20,7 @@ from config.runtime import setup_threads
 setup_threads()
 import mxnet as mx  # noqa: E402  (after setup_threads)
 
+from fit import load_param_file  # noqa: E402
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
 
 logger = logging.getLogger("deploy")
@@ -130,7 +131,7 @@ def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_class
     side = data_side(data_shape)
     net = get_symbol(network, side, num_classes, nms_thresh=nms_thresh,
                      force_suppress=force_nms, nms_topk=nms_topk)
-    saved = mx.nd.load(params_path)
+    saved = load_param_file(params_path, f"--prefix {prefix} --epoch {epoch}")
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
     check_params(net, side, arg_params, aux_params, params_path)

@@ -42,6 +42,11 @@ NAN_POLICIES = ("stop", "skip")
 MAX_CONSECUTIVE_SKIPS = 20       # --nan-policy skip gives up after this many bad batches in a row
 INTERRUPTED = "interrupted"      # tag of the checkpoint written on Ctrl-C / SIGTERM
 BEST = "best"
+# --kv-store names MXNet 1.9.1 creates: its C++ factory matches substrings ("dist", "nccl",
+# "device") and silently makes a local store of any other name, so the name is checked here
+KV_STORES = ("local", "device", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device",
+             "dist_async", "dist_device_async", "dist_async_device", "local_update_cpu",
+             "local_allreduce_cpu", "local_allreduce_device", "horovod", "byteps")
 NAN_REMEDIES = ("lower --lr (e.g. by 10x), add --warmup-epochs 1-5, or check the records for "
                 "degenerate boxes (zero width/height, x2 < x1) with tools/prepare_dataset.py")
 
@@ -138,7 +143,8 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     train = parser.add_argument_group("Training", "optimisation, schedule and checkpoints")
     train.add_argument("--kv-store", dest="kv_store", type=str, default="device",
                        help="kvstore type: local, device, nccl (GPU build), dist_sync, "
-                            "dist_device_sync, dist_async (default: device)")
+                            "dist_device_sync, dist_async (all: fit.KV_STORES) "
+                            "(default: device)")
     train.add_argument("--optimizer", type=str, default="sgd", choices=OPTIMIZERS,
                        help="optimizer; momentum is used by sgd and nag only, rmsprop runs at "
                             "--lr / 10 as in the original (default: sgd)")
@@ -347,6 +353,9 @@ def create_kvstore(kv_store: str | None, num_devices: int) -> mx.kv.KVStore | No
     """
     if not kv_store:
         return None
+    if kv_store.lower() not in KV_STORES:
+        raise ValueError(f"--kv-store {kv_store}: unknown kvstore type; valid: "
+                         f"{', '.join(KV_STORES)}")
     features = mx.runtime.Features()
     if "nccl" in kv_store and not features.is_enabled("NCCL"):
         raise ValueError(f"--kv-store {kv_store}: this MXNet build has no NCCL; use device or "
@@ -398,6 +407,102 @@ def list_checkpoint_epochs(prefix: str) -> list[int]:
         if match:
             epochs.append(int(match.group(1)))
     return sorted(epochs)
+
+
+def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
+    """``mx.nd.load`` of a ``.params`` file, with clear errors for a missing or corrupt one.
+
+    Parameters
+    ----------
+    path : str
+        The ``.params`` file (``arg:``/``aux:`` keys, as ``mx.model.save_checkpoint`` writes).
+    flag : str
+        The flag that named it (``--resume 3``, ``--pretrained model/vgg16_reduced``), used
+        in the messages.
+
+    Returns
+    -------
+    dict of str to mx.nd.NDArray
+        The saved arrays by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not a readable NDArray dictionary (truncated, corrupt, another format).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: checkpoint {path} not found")
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError:
+        size = os.path.getsize(path)
+        raise ValueError(f"{flag}: {path} ({size} bytes) is not a readable .params file "
+                         f"(truncated, corrupt or not saved by mx.nd.save); save it again, or "
+                         f"pick another epoch/prefix") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{flag}: {path} holds a list of {len(saved)} arrays, not the named "
+                         f"'arg:'/'aux:' parameters of a checkpoint")
+    return saved
+
+
+def interrupted_epoch(prefix: str) -> int | None:
+    """Completed epochs recorded by the ``-interrupted`` card; refuses a stale checkpoint.
+
+    An ``-interrupted`` checkpoint older than the newest epoch checkpoint (a later segment
+    completed epochs after it) would restart training from older weights and overwrite the
+    completed epochs.
+
+    Parameters
+    ----------
+    prefix : str
+        Checkpoint prefix.
+
+    Returns
+    -------
+    int or None
+        The card's ``epoch`` (None when there is no card).
+
+    Raises
+    ------
+    ValueError
+        The newest ``{prefix}-%04d.params`` is later than the interrupted checkpoint.
+    """
+    try:
+        card = load_card(prefix, INTERRUPTED)
+    except ValueError as err:      # json.JSONDecodeError is a ValueError
+        raise ValueError(f"--resume {INTERRUPTED}: {checkpoint_path(prefix, INTERRUPTED, 'json')}"
+                         f" is not valid JSON ({err})") from None
+    if card is None:
+        return None
+    epoch = int(card.get("epoch", 0))
+    epochs = list_checkpoint_epochs(prefix)
+    if epochs and epochs[-1] > epoch:
+        raise ValueError(f"--resume {INTERRUPTED}: {checkpoint_path(prefix, INTERRUPTED, 'params')}"
+                         f" was saved after {epoch} completed epochs, but "
+                         f"{checkpoint_path(prefix, epochs[-1], 'params')} is newer (epoch "
+                         f"{epochs[-1]}); resuming the interrupted weights would redo and "
+                         f"overwrite completed epochs: use --resume {epochs[-1]}")
+    return epoch
+
+
+def remove_stale_interrupted(prefix: str, completed_epochs: int) -> None:
+    """Delete ``{prefix}-interrupted.*`` once epoch ``completed_epochs`` is saved after it."""
+    try:
+        card = load_card(prefix, INTERRUPTED)
+    except ValueError:
+        card = {}
+    if card is None:
+        return
+    if int(card.get("epoch", 0)) >= completed_epochs:
+        return
+    for ext in ("params", "states", "json"):
+        path = checkpoint_path(prefix, INTERRUPTED, ext)
+        if os.path.isfile(path):
+            os.remove(path)
+    logger.info("Removed the interrupted checkpoint %s (epoch %d is saved after it)",
+                checkpoint_path(prefix, INTERRUPTED, "params"), completed_epochs)
 
 
 def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
@@ -524,7 +629,12 @@ class DetectionModule(mx.mod.Module):
                 self.logger.warning("Optimizer state %s not restored: the distributed kvstore "
                                     "keeps it on the servers", self.states_path)
                 return
-            updater.set_states(states)
+            try:
+                updater.set_states(states)
+            except Exception as err:  # noqa: BLE001 - pickle raises many types on bad bytes
+                raise ValueError(f"--resume: optimizer state {self.states_path} is not readable "
+                                 f"(truncated or corrupt: {type(err).__name__}); delete it to "
+                                 f"resume with fresh momentum") from None
             self.logger.info("Restored optimizer state from %s", self.states_path)
 
     # -- non-finite guard ---------------------------------------------------------------
@@ -693,6 +803,7 @@ class _Checkpointer:
             card = self._card(number, None)
             self._write(number, arg_params, aux_params, card)
             logger.info("Saved checkpoint to %s", checkpoint_path(self.prefix, number, "params"))
+            remove_stale_interrupted(self.prefix, number)
         self._pending = {"number": number, "due": due, "arg": arg_params, "aux": aux_params}
 
     def on_validation(self, epoch: int, result: list) -> None:

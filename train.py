@@ -182,6 +182,10 @@ def parse_class_names(value: str, num_class: int) -> list[str]:
     else:
         names = [name.strip() for name in value.split(",") if name.strip()]
         where = f"{value!r}"
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"--class-names {where}: duplicate class names {duplicates}; every "
+                         f"class needs its own name")
     if len(names) != num_class:
         raise ValueError(f"--class-names {where} has {len(names)} names but --num-class is "
                          f"{num_class}; give exactly {num_class} comma-separated names or a "
@@ -227,6 +231,18 @@ def parse_contexts(gpus: str, num_cpu_contexts: int = 1) -> list:
     return [mx.gpu(i) for i in ids]
 
 
+def _validate_network(network: str, data_shape: int) -> None:
+    """--network and --data-shape name a preset of symbol/symbol_factory.py."""
+    from symbol.symbol_factory import get_config, list_networks
+    if network not in list_networks():
+        raise ValueError(f"--network {network}: unknown network {network!r}; valid networks: "
+                         f"{', '.join(list_networks())}")
+    try:
+        get_config(network, data_shape)
+    except ValueError as err:
+        raise ValueError(f"--data-shape {data_shape}: {err}") from None
+
+
 def _validate(args: argparse.Namespace) -> None:
     checks = [("--batch-size", args.batch_size, args.batch_size > 0, "a positive integer"),
               ("--data-shape", args.data_shape, args.data_shape > 0, "a positive side length"),
@@ -240,12 +256,33 @@ def _validate(args: argparse.Namespace) -> None:
     for flag, value, ok, valid in checks:
         if not ok:
             raise ValueError(f"{flag} {value}: must be {valid}")
+    ranges = [("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1)"),
+              ("--wd", args.weight_decay, args.weight_decay >= 0, ">= 0"),
+              ("--begin-epoch", args.begin_epoch, args.begin_epoch >= 0,
+               ">= 0 (completed epochs)"),
+              ("--nms-topk", args.nms_topk, args.nms_topk > 0 or args.nms_topk == -1,
+               "> 0, or -1 for all"),
+              ("--min-neg-samples", args.min_neg_samples, args.min_neg_samples >= 0, ">= 0")]
+    ranges += [(flag, value, -255 <= value <= 255, "in [-255, 255] (a pixel mean)")
+               for flag, value in (("--mean-r", args.mean_r), ("--mean-g", args.mean_g),
+                                   ("--mean-b", args.mean_b))]
+    for flag, value, ok, valid in ranges:
+        if not ok:         # also refuses nan: every comparison with nan is False
+            raise ValueError(f"{flag} {value:g}: must be {valid}")
+    _validate_network(args.network, args.data_shape)
     if not os.path.isfile(args.train_path):
         raise FileNotFoundError(f"--train-path {args.train_path}: file not found (build one "
                                 f"with tools/prepare_dataset.py)")
     if args.val_path and not os.path.isfile(args.val_path):
         raise FileNotFoundError(f"--val-path {args.val_path}: file not found ('' disables "
                                 f"validation)")
+    for flag, path in (("--train-list", args.train_list), ("--val-list", args.val_list)):
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag} {path}: list file {path} does not exist ('' uses "
+                                    f"the labels of the record)")
+    if args.val_list and not args.val_path:
+        raise ValueError(f"--val-list {args.val_list}: given without --val-path (validation "
+                         f"is disabled)")
     if args.num_example is not None and args.num_example <= 0:
         raise ValueError(f"--num-example {args.num_example}: must be positive")
     fit.parse_lr_steps(args.lr_refactor_step)

@@ -19,7 +19,7 @@ import fit
 from config.config import cfg
 from dataset.iterator import DetRecordIter
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
-from dataset.recordio_utils import scan_labels
+from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
 from symbol.symbol_factory import get_symbol, get_symbol_train
 
@@ -91,7 +91,7 @@ def _load_param_file(path: str, flag: str, prefix: str) -> tuple[dict, dict]:
         raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
                                 f"{prefix}: {have}")
     arg_params, aux_params = {}, {}
-    for key, value in mx.nd.load(path).items():
+    for key, value in fit.load_param_file(path, flag).items():
         kind, _, name = key.partition(":")
         if kind == "arg":
             arg_params[name] = value
@@ -203,6 +203,30 @@ def _freeze_names(pattern: str, arg_shapes: dict) -> list[str]:
     except re.error as err:
         raise ValueError(f"--freeze {pattern!r}: not a valid regular expression ({err})") from None
     return [name for name in arg_shapes if regex.match(name)]
+
+
+def _ensure_writable_folder(prefix: str) -> None:
+    """Create the folder of the checkpoint prefix; ValueError naming --prefix if impossible."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--prefix {prefix}: cannot create the checkpoint folder {folder} "
+                         f"({err.strerror or err}); pick a --prefix in a writable folder"
+                         ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--prefix {prefix}: the checkpoint folder {folder} is not writable; "
+                         f"pick a --prefix in a writable folder")
+
+
+def check_batch_size(batch_size: int, num_images: int, path: str, num_workers: int = 1) -> None:
+    """A batch must fit in the images one worker reads (its shard under a dist kvstore)."""
+    per_worker = num_images // max(1, num_workers)
+    if batch_size > per_worker:
+        shard = (f" (its shard for each of {num_workers} workers is {per_worker})"
+                 if num_workers > 1 else "")
+        raise ValueError(f"--batch-size {batch_size}: larger than the {num_images} images of "
+                         f"{path}{shard}; use --batch-size {max(1, per_worker)} or less")
 
 
 def _seed_everything(seed: int | None) -> None:
@@ -375,8 +399,7 @@ def train_net(net, train_path, num_classes, batch_size,
     if nan_policy not in fit.NAN_POLICIES:
         raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {fit.NAN_POLICIES}")
     prefix = get_prefix(prefix, net, data_shape)
-    folder = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(folder, exist_ok=True)
+    _ensure_writable_folder(prefix)
 
     # distributed workers: shard the data, rank 0 writes
     kv = fit.create_kvstore(kv_store, len(ctx))
@@ -391,14 +414,18 @@ def train_net(net, train_path, num_classes, batch_size,
 
     # 1. iterators
     label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
+    if train_list:        # the list decides which images are read
+        check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
+    else:
+        check_batch_size(batch_size, count_records(train_path), train_path, num_workers)
     if num_example is None:
         num_example = count_records(train_path)
         logger.info("Epoch size: %d images (from %s.idx)", num_example,
                     os.path.splitext(train_path)[0])
     start_epoch = begin_epoch
     if resume == fit.INTERRUPTED:
-        card = fit.load_card(prefix, fit.INTERRUPTED) or {}
-        start_epoch = int(card.get("epoch", begin_epoch))
+        saved_epoch = fit.interrupted_epoch(prefix)      # refuses a stale checkpoint
+        start_epoch = begin_epoch if saved_epoch is None else saved_epoch
     elif isinstance(resume, int) and resume >= 0:
         start_epoch = resume
     train_iter, val_iter = _make_iterators(

@@ -8,6 +8,7 @@ no objects) are counted in ``report`` so that tools can print one summary.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ def check_box(x1: float, y1: float, x2: float, y2: float, width: float, height: 
     report : CheckReport
         Counts clipped and dropped boxes.
     """
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"{where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) has a non-finite "
+                         "coordinate (nan or inf); every coordinate must be a finite number")
     cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
     cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
     if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 
 import numpy as np
@@ -15,6 +16,74 @@ import numpy as np
 from dataset.imdb import Imdb, check_box, load_class_names
 
 COCO_NAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "names", "mscoco.names")
+
+
+# keys every entry must have: the ones this reader uses, plus ``area`` and ``iscrowd`` of an
+# annotation, which pycocotools' COCOeval reads (crowd matching and area ranges)
+REQUIRED_KEYS = {
+    "image": {"id": "a number", "file_name": "a string", "width": "a number",
+              "height": "a number"},
+    "annotation": {"id": "a number", "image_id": "a number", "category_id": "a number",
+                   "bbox": "[x, y, w, h]", "area": "a number", "iscrowd": "0 or 1"},
+    "category": {"id": "a number", "name": "a string"},
+}
+
+
+def _check_entry(entry: object, kind: str, k: int, anno_file: str) -> None:
+    """One image / annotation / category: a dict with every required key, typed."""
+    where = f"{anno_file}: {kind} #{k}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} is a {type(entry).__name__}, not an object")
+    for key, valid in REQUIRED_KEYS[kind].items():
+        if key not in entry:
+            raise ValueError(f"{where} has no {key!r} ({valid}); every {kind} needs "
+                             f"{', '.join(REQUIRED_KEYS[kind])}")
+        value = entry[key]
+        if valid == "a string":
+            ok = isinstance(value, str) and value != ""
+        elif valid == "[x, y, w, h]":
+            ok = (isinstance(value, list) and len(value) == 4
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                          for v in value))
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(f"{where}: {key!r} is {value!r}, expected {valid}")
+
+
+def check_coco_document(document: object, anno_file: str) -> None:
+    """Check the structure of an instances JSON before pycocotools indexes it.
+
+    ``images`` and ``categories`` are required lists; ``annotations`` is optional (image-info
+    files of test sets have none). Every entry must hold the keys of ``REQUIRED_KEYS``.
+
+    Parameters
+    ----------
+    document : object
+        The parsed JSON.
+    anno_file : str
+        File name used in the messages.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the entry and the missing or malformed key.
+    """
+    if not isinstance(document, dict):
+        raise ValueError(f"COCO annotation file {anno_file} is not valid COCO JSON: the top "
+                         f"level is a {type(document).__name__}, not an object with 'images', "
+                         f"'annotations' and 'categories'")
+    for key in ("images", "categories", "annotations"):
+        if key not in document:
+            if key == "annotations":
+                continue
+            raise ValueError(f"COCO annotation file {anno_file} has no {key!r} list; an "
+                             f"instances JSON holds 'images', 'annotations' and 'categories'")
+        if not isinstance(document[key], list):
+            raise ValueError(f"COCO annotation file {anno_file}: {key!r} is a "
+                             f"{type(document[key]).__name__}, not a list")
+        for k, entry in enumerate(document[key]):
+            _check_entry(entry, key[:-1] if key != "categories" else "category", k, anno_file)
 
 
 class Coco(Imdb):
@@ -44,10 +113,16 @@ class Coco(Imdb):
         if os.path.getsize(anno_file) == 0:
             raise ValueError(f"COCO annotation file {anno_file} is empty")
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                coco = COCO(anno_file)
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"COCO annotation file {anno_file} is not valid COCO JSON: {err}") from None
+            with open(anno_file, "rb") as f:
+                document = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"COCO annotation file {anno_file} is not valid COCO JSON: "
+                             f"{err}") from None
+        check_coco_document(document, anno_file)
+        coco = COCO()
+        coco.dataset = document
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco.createIndex()
         cat_ids = sorted(coco.getCatIds())
         json_names = [coco.loadCats(c)[0]["name"] for c in cat_ids]
         names = load_class_names(class_names) if class_names else json_names

@@ -173,6 +173,10 @@ def parse_lst_line(line: str, lst_path: str, line_no: int) -> tuple[int, np.ndar
         label = np.array([float(v) for v in parts[1:-1]], dtype=np.float32)
     except ValueError as err:
         raise ValueError(f"{where}: not a number ({err})") from None
+    if not np.all(np.isfinite(label)):
+        bad = [parts[1 + i] for i in np.flatnonzero(~np.isfinite(label))[:3]]
+        raise ValueError(f"{where}: non-finite label value(s) {bad}; every label value must be "
+                         f"a finite number")
     header_width = int(label[0]) if label.size else 0
     object_width = int(label[1]) if label.size > 1 else 0
     if header_width < 2 or object_width < 5 or label.size < header_width:

@@ -293,9 +293,6 @@ def test_coco_bad_json(tmp_path, doc, pattern):
         Coco(str(path), str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="dataset/mscoco.py does not check the top-level keys "
-                   "(no 'categories': KeyError from pycocotools; no 'images': silently 0 images) "
-                   "nor the image width/height and annotation bbox keys (KeyError)")
 @pytest.mark.parametrize("doc", [_without("categories"), _without("images"),
                                  _image_without("width"), _annotation_without("bbox")],
                          ids=["no-categories", "no-images", "image-without-width",
@@ -415,8 +412,8 @@ TRAIN_FLAG_CASES = [
     ("--class-names", "a,b,c", ("--class-names 'a,b,c'", "3 names", "--num-class is 4")),
     ("--nms", "1.5", ("--nms 1.5", "(0, 1]")),
     ("--overlap", "0", ("--overlap 0", "(0, 1)")),
-    ("--data-shape", "100", ("data_shape 100", "tiny", "valid")),
-    ("--network", "vgg99", ("unknown network 'vgg99'", "tiny")),
+    ("--data-shape", "100", ("--data-shape 100", "tiny", "valid")),
+    ("--network", "vgg99", ("--network vgg99", "unknown network 'vgg99'", "tiny")),
     ("--label-width", "10", ("--label-width 10", "too small", "at least")),
     ("--freeze", "conv(", ("--freeze 'conv('", "regular expression")),
     ("--batch-size", "x", ("--batch-size", "invalid int value: 'x'")),
@@ -424,15 +421,21 @@ TRAIN_FLAG_CASES = [
     ("--resume", "soon", ("--resume 'soon'", "interrupted")),
     ("--lr-factor", "0", ("--lr-factor 0.0", "> 0")),
     ("--warmup-epochs", "-1", ("--warmup-epochs -1", ">= 0")),
-    ("--nms-topk", "0", ("nms_topk = 0", "-1 for all")),
-    ("--min-neg-samples", "-1", ("minimum_negative_samples = -1", ">= 0")),
+    ("--nms-topk", "0", ("--nms-topk 0", "-1 for all")),
+    ("--nms-topk", "-5", ("--nms-topk -5", "-1 for all")),
+    ("--min-neg-samples", "-1", ("--min-neg-samples -1", ">= 0")),
     ("--cpus", "0", ("--cpus 0", ">= 1")),
     ("--save-period", "0", ("--save-period 0", "positive")),
     ("--frequent", "0", ("--frequent 0", "positive")),
     ("--num-example", "0", ("--num-example 0", "positive")),
     ("--data-shape", "0", ("--data-shape 0", "positive")),
     ("--class-names", "", ("--class-names ''", "0 names", "--num-class is 4")),
-    ("--train-list", "/nonexistent/t.lst", ("/nonexistent/t.lst", "does not exist")),
+    ("--train-list", "/nonexistent/t.lst", ("--train-list /nonexistent/t.lst",
+                                            "does not exist")),
+    ("--val-list", "/nonexistent/v.lst", ("--val-list /nonexistent/v.lst", "does not exist")),
+    ("--mean-b", "-300", ("--mean-b -300", "[-255, 255]")),
+    ("--mean-g", "nan", ("--mean-g nan", "[-255, 255]")),
+    ("--momentum", "1", ("--momentum 1", "[0, 1)")),
 ]
 
 
@@ -447,31 +450,26 @@ def test_train_bad_flag(synth_data, tmp_path, capsys, flag, value, needles):
     assert not os.path.exists(str(tmp_path / "ssd_tiny_64-0001.params"))
 
 
-@pytest.mark.xfail(strict=True, reason="fit.create_kvstore returns None for one device before "
-                   "looking at the name: an unknown --kv-store trains silently")
 def test_train_unknown_kv_store(synth_data, tmp_path, capsys):
     argv = train_argv(synth_data, tmp_path, "--kv-store", "bogus")
     assert_clear_error(*run_train(argv, capsys), "--kv-store bogus", "local", "device")
 
 
+# flags that were accepted unchecked before (momentum >= 1 diverges; --begin-epoch -1 was a
+# ZeroDivisionError in fit.get_lr_scheduler; duplicate names; means outside [-255, 255])
 UNCHECKED_TRAIN_FLAGS = [
-    ("--momentum", "1.5", ("--momentum 1.5", "[0, 1)"), "train.py _validate has no momentum "
-     "range check: trains (and diverges) with momentum >= 1"),
-    ("--momentum", "-0.1", ("--momentum -0.1", "[0, 1)"), "no momentum range check"),
-    ("--wd", "-1", ("--wd -1", ">= 0"), "no weight-decay check: a negative --wd trains"),
-    ("--begin-epoch", "-1", ("--begin-epoch -1", ">= 0"), "no --begin-epoch check: "
-     "ZeroDivisionError in fit.get_lr_scheduler (warm-up branch) with a traceback"),
-    ("--class-names", "a,a,b,c", ("--class-names", "duplicate", "'a'"), "train.parse_class_names "
-     "does not reject duplicate names (dataset.imdb.load_class_names does)"),
-    ("--mean-r", "1e9", ("--mean-r", "1e+09", "255"), "train.py does not range-check the means "
-     "(evaluate.parse_mean does: [-255, 255])"),
+    ("--momentum", "1.5", ("--momentum 1.5", "[0, 1)")),
+    ("--momentum", "-0.1", ("--momentum -0.1", "[0, 1)")),
+    ("--wd", "-1", ("--wd -1", ">= 0")),
+    ("--begin-epoch", "-1", ("--begin-epoch -1", ">= 0")),
+    ("--class-names", "a,a,b,c", ("--class-names", "duplicate", "'a'")),
+    ("--mean-r", "1e9", ("--mean-r", "1e+09", "255")),
 ]
 
 
-@pytest.mark.parametrize("flag, value, needles, missing", [
-    pytest.param(*case, marks=pytest.mark.xfail(strict=True, reason=case[3]))
-    for case in UNCHECKED_TRAIN_FLAGS], ids=[f"{c[0]}={c[1]}" for c in UNCHECKED_TRAIN_FLAGS])
-def test_train_unchecked_flag(synth_data, tmp_path, capsys, flag, value, needles, missing):
+@pytest.mark.parametrize("flag, value, needles", UNCHECKED_TRAIN_FLAGS,
+                         ids=[f"{c[0]}={c[1]}" for c in UNCHECKED_TRAIN_FLAGS])
+def test_train_unchecked_flag(synth_data, tmp_path, capsys, flag, value, needles):
     argv = _with_flag(train_argv(synth_data, tmp_path), flag, value)
     assert_clear_error(*run_train(argv, capsys), *needles)
 
@@ -539,18 +537,12 @@ def test_train_class_id_not_below_num_class(synth_data, tmp_path, capsys):
                        "class ids 0..3", "at least 4")
 
 
-@pytest.mark.xfail(strict=True, reason="nothing compares --batch-size with the record count: "
-                   "the C++ iterator fails with MXNetError 'number of input must be bigger "
-                   "than batch size' (iter_batchloader.h) and a C++ trace")
 def test_train_batch_larger_than_data(synth_data, tmp_path, capsys):
     argv = _with_flag(train_argv(synth_data, tmp_path), "--batch-size", "1000")
     assert_clear_error(*run_train(argv, capsys), "--batch-size 1000",
                        f"{synth_data.num_train} images")
 
 
-@pytest.mark.xfail(strict=True, reason="train_net.py calls os.makedirs on the --prefix folder "
-                   "unguarded: NotADirectoryError/FileExistsError (OSError) escapes train.main "
-                   "with a traceback")
 def test_train_prefix_folder_not_writable(synth_data, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
@@ -634,16 +626,12 @@ def truncated_checkpoint(tiny_checkpoint, tmp_path) -> str:
     return base
 
 
-@pytest.mark.xfail(strict=True, reason="train_net._load_param_file calls mx.nd.load unguarded: "
-                   "MXNetError 'Invalid NDArray file format' with a C++ trace")
 def test_resume_truncated_params(synth_data, truncated_checkpoint, tmp_path, capsys):
     argv = train_argv(synth_data, tmp_path, "--resume", "1", prefix=truncated_checkpoint)
     argv = _with_flag(argv, "--end-epoch", "2")
     assert_clear_error(*run_train(argv, capsys), "--resume 1", "cut_tiny_64-0001.params")
 
 
-@pytest.mark.xfail(strict=True, reason="train_net._load_param_file calls mx.nd.load unguarded: "
-                   "MXNetError 'Invalid NDArray file format' with a C++ trace")
 def test_pretrained_not_a_params_file(synth_data, tmp_path, capsys):
     (tmp_path / "text-0001.params").write_text("not an NDArray file")
     argv = _with_flag(train_argv(synth_data, tmp_path), "--pretrained", str(tmp_path / "text"))
@@ -691,7 +679,8 @@ def test_evaluate_bad_gpus(synth_data, tiny_checkpoint, capsys):
 
 
 @pytest.mark.xfail(strict=True, reason="evaluate.evaluate_net.load_params calls mx.nd.load "
-                   "unguarded: MXNetError 'Invalid NDArray file format'")
+                   "unguarded: MXNetError 'Invalid NDArray file format'; switch it to "
+                   "fit.load_param_file(path, flag) (raises ValueError naming file and flag)")
 def test_evaluate_truncated_params(synth_data, truncated_checkpoint, capsys):
     code, err = _evaluate(_eval_argv(synth_data, truncated_checkpoint + "_"), capsys)
     assert_clear_error(code, err, "cut_tiny_64-0001.params")
@@ -720,12 +709,119 @@ def test_deploy_unknown_network(tiny_checkpoint, capsys):
     assert_clear_error(*_deploy(argv, capsys), "yolo")
 
 
-@pytest.mark.xfail(strict=True, reason="deploy.deploy_net calls mx.nd.load unguarded: "
-                   "MXNetError 'Invalid NDArray file format'")
 def test_deploy_truncated_params(truncated_checkpoint, capsys):
     argv = ["--network", "tiny", "--data-shape", "64", "--num-class", "4", "--epoch", "1",
             "--prefix", truncated_checkpoint + "_"]
     assert_clear_error(*_deploy(argv, capsys), "cut_tiny_64-0001.params")
+
+
+def test_params_file_holding_a_list(tmp_path):
+    """``mx.nd.save`` of a list is a valid NDArray file but not a checkpoint."""
+    import fit
+    path = str(tmp_path / "list-0001.params")
+    mx.nd.save(path, [mx.nd.zeros((2,))])
+    with pytest.raises(ValueError, match=r"--pretrained x: .*list-0001\.params holds a list"):
+        fit.load_param_file(path, "--pretrained x")
+    with pytest.raises(FileNotFoundError, match="none-0001.params not found"):
+        fit.load_param_file(str(tmp_path / "none-0001.params"), "--pretrained x")
+
+
+def test_resume_corrupt_states(synth_data, tiny_checkpoint, tmp_path, capsys):
+    base = str(tmp_path / "st")
+    for ext in ("-0001.params", "-0001.json", "-symbol.json"):
+        shutil.copy(tiny_checkpoint + "_tiny_64" + ext, base + "_tiny_64" + ext)
+    with open(base + "_tiny_64-0001.states", "wb") as f:
+        f.write(b"not a pickled optimizer state")
+    argv = _with_flag(train_argv(synth_data, tmp_path, "--resume", "1", prefix=base),
+                      "--end-epoch", "2")
+    assert_clear_error(*run_train(argv, capsys), "st_tiny_64-0001.states", "not readable")
+    assert not os.path.exists(base + "_tiny_64-0002.params")
+
+
+def _copy_checkpoint(src_base: str, dst_base: str, interrupted_epoch: int) -> str:
+    """Epoch 1 of ``src_base`` under ``dst_base``, plus an ``-interrupted`` checkpoint whose
+    card says ``interrupted_epoch`` epochs were complete. Returns the full prefix."""
+    src, dst = src_base + "_tiny_64", dst_base + "_tiny_64"
+    for ext in ("-0001.params", "-0001.states", "-0001.json", "-symbol.json"):
+        shutil.copy(src + ext, dst + ext)
+    for ext in ("params", "states"):
+        shutil.copy(f"{src}-0001.{ext}", f"{dst}-interrupted.{ext}")
+    with open(src + "-0001.json") as f:
+        card = json.load(f)
+    card.update(epoch=interrupted_epoch, interrupted_in_batch=3)
+    with open(dst + "-interrupted.json", "w") as f:
+        json.dump(card, f)
+    return dst
+
+
+def test_resume_stale_interrupted_is_refused(synth_data, tiny_checkpoint, tmp_path, capsys):
+    """An -interrupted checkpoint older than epoch 1 would redo (overwrite) epoch 1."""
+    prefix = _copy_checkpoint(tiny_checkpoint, str(tmp_path / "old"), interrupted_epoch=0)
+    argv = _with_flag(train_argv(synth_data, tmp_path, "--resume", "interrupted",
+                                 prefix=str(tmp_path / "old")), "--end-epoch", "3")
+    line = assert_clear_error(*run_train(argv, capsys), "--resume interrupted",
+                              "old_tiny_64-interrupted.params", "old_tiny_64-0001.params",
+                              "--resume 1")
+    assert "0 completed epochs" in line
+    assert not os.path.exists(prefix + "-0002.params")
+
+
+def test_epoch_checkpoint_removes_older_interrupted(synth_data, tiny_checkpoint, tmp_path,
+                                                    capsys):
+    """--resume interrupted (card: 1 epoch complete) trains epoch 2; saving epoch 2 removes
+    the -interrupted files, so a later --resume interrupted cannot go back to them."""
+    prefix = _copy_checkpoint(tiny_checkpoint, str(tmp_path / "int"), interrupted_epoch=1)
+    argv = _with_flag(train_argv(synth_data, tmp_path, "--resume", "interrupted",
+                                 prefix=str(tmp_path / "int")), "--end-epoch", "2")
+    code, err = run_train(argv, capsys)
+    assert code == 0, err[-3000:]
+    assert os.path.isfile(prefix + "-0002.params")
+    for ext in ("params", "states", "json"):
+        assert not os.path.exists(f"{prefix}-interrupted.{ext}")
+
+
+def test_remove_stale_interrupted_keeps_a_newer_one(tmp_path):
+    import fit
+    prefix = str(tmp_path / "p")
+    for ext in ("params", "states"):
+        (tmp_path / f"p-interrupted.{ext}").write_bytes(b"x")
+    (tmp_path / "p-interrupted.json").write_text(json.dumps({"epoch": 3}))
+    fit.remove_stale_interrupted(prefix, 3)          # epoch 3 is not after the interrupt
+    assert fit.interrupted_epoch(prefix) == 3
+    assert all((tmp_path / f"p-interrupted.{e}").exists() for e in ("params", "states", "json"))
+    fit.remove_stale_interrupted(prefix, 4)
+    assert not any((tmp_path / f"p-interrupted.{e}").exists()
+                   for e in ("params", "states", "json"))
+    assert fit.interrupted_epoch(prefix) is None
+
+
+def test_kv_store_names():
+    import fit
+    assert fit.create_kvstore("Local", 1) is None         # MXNet lower-cases the name
+    with pytest.raises(ValueError, match=r"--kv-store dist_bogus: unknown .*dist_sync"):
+        fit.create_kvstore("dist_bogus", 1)
+
+
+def test_batch_size_per_worker_shard():
+    from train_net import check_batch_size
+    check_batch_size(12, 48, "t.rec", num_workers=4)
+    with pytest.raises(ValueError, match=r"--batch-size 13: larger than the 48 images of t\.rec "
+                                         r"\(its shard for each of 4 workers is 12\)"):
+        check_batch_size(13, 48, "t.rec", num_workers=4)
+
+
+def test_train_prefix_folder_without_write_permission(synth_data, tmp_path, capsys,
+                                                      monkeypatch):
+    """os.access is patched: the tests may run as root, for whom every folder is writable."""
+    import train_net
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(train_net.os, "access",
+                        lambda path, mode: False if os.path.abspath(path) == str(folder)
+                        else real_access(path, mode))
+    argv = train_argv(synth_data, tmp_path, prefix=str(folder / "ssd"))
+    assert_clear_error(*run_train(argv, capsys), "--prefix", "ro", "not writable")
 
 
 def _demo(argv, capsys):

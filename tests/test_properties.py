@@ -126,8 +126,6 @@ def test_lst_random_line_is_parsed_or_refused(tokens):
     assert path == tokens[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="parse_lst_line converts the header with int() outside "
-                   "its try: 'inf' gives OverflowError, 'nan' a ValueError without the file name")
 @pytest.mark.parametrize("header", ["inf", "nan"])
 def test_lst_non_finite_header(header):
     with pytest.raises(ValueError, match="rand.lst line 1"):
@@ -266,9 +264,6 @@ def test_coco_truncated_json_is_refused(doc, cut):
             Coco(_write_json(root, text), root)
 
 
-@pytest.mark.xfail(strict=True, reason="dataset/mscoco.py does not check the JSON structure: "
-                   "a missing key gives KeyError/TypeError from pycocotools or its own code "
-                   "(see test_bad_input.py::test_coco_missing_entry_keys)")
 @settings(max_examples=40, deadline=None, database=None, derandomize=True,
           phases=(Phase.generate,))          # no shrinking: the first failure is enough
 @given(doc=coco_documents(), data=st.data())
@@ -345,8 +340,6 @@ def test_yolo_random_lines_are_parsed_or_refused(lines):
     assert np.all(label[:, 3] > label[:, 1]) and np.all(label[:, 4] > label[:, 2])
 
 
-@pytest.mark.xfail(strict=True, reason="parse_yolo_txt accepts 'nan' coordinates: check_box "
-                   "comparisons with NaN are all False, so a NaN box is kept in the label")
 def test_yolo_nan_coordinate_is_refused(tmp_path):
     path = tmp_path / "n.txt"
     path.write_text("0 nan 0.5 0.2 0.2\n")
