@@ -18,6 +18,7 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
+from fit import load_param_file
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def load_params(model_prefix: str, epoch: int) -> tuple[dict, dict]:
     ------
     FileNotFoundError
         Naming the missing file and the epochs that do exist for this prefix.
+    ValueError
+        The file is truncated, corrupt or not a named-parameter file.
     """
     path = f"{model_prefix}-{epoch:04d}.params"
     if not os.path.isfile(path):
@@ -82,7 +85,7 @@ def load_params(model_prefix: str, epoch: int) -> tuple[dict, dict]:
         hint = f"epochs available for this prefix: {epochs}" if epochs else \
             "no checkpoint exists for this prefix (check --prefix, --network and --data-shape)"
         raise FileNotFoundError(f"checkpoint {path} not found (--prefix/--epoch); {hint}")
-    saved = mx.nd.load(path)
+    saved = load_param_file(path, "--prefix/--epoch")
     arg_params, aux_params = {}, {}
     for key, value in saved.items():
         kind, _, name = key.partition(":")
@@ -386,19 +389,20 @@ def _finite(value: float) -> float | None:
 
 
 def format_results(results: dict) -> str:
-    """Console table: one line per class, then mAP (and COCO AP), then the protocol."""
-    names = list(results["class_ap"])
-    width = max([len(n) for n in names] + [4])
-    lines = [f"{'class':<{width}}  AP"]
-    for name, value in results["class_ap"].items():
-        lines.append(f"{name:<{width}}  " + ("  n/a (no GT, no detection)" if value is None
-                                               else f"{value:.4f}"))
-    mean_ap = results["mAP"]
-    lines.append(f"{'mAP':<{width}}  " + ("n/a" if mean_ap is None else f"{mean_ap:.4f}"))
+    """Console table as the original's ``name: value`` lines: one per class, then mAP (and
+    COCO AP), then the protocol line."""
+    names = list(results["class_ap"]) + ["mAP"] + list(results.get("coco", {}))
+    width = max(len(n) for n in names) + 1
+
+    def line(name: str, value: float | None, missing: str = "n/a") -> str:
+        return f"{name + ':':<{width}} " + (missing if value is None else f"{value:.4f}")
+
+    lines = [line(name, value, "n/a (no GT, no detection)")
+             for name, value in results["class_ap"].items()]
+    lines.append(line("mAP", results["mAP"]))
     lines.append(results["protocol"])
     if "coco" in results:
-        for name, value in results["coco"].items():
-            lines.append(f"{name:<{width}}  " + ("n/a" if value is None else f"{value:.4f}"))
+        lines.extend(line(name, value) for name, value in results["coco"].items())
         lines.append(results["coco_protocol"])
     lines.append(f"speed: {results['images_per_sec']:.1f} images/s (data loading included)")
     return "\n".join(lines)

@@ -14,7 +14,8 @@ def class_color(class_id: int) -> tuple[float, float, float]:
 
 
 def draw_detections(image: np.ndarray, dets: np.ndarray, class_names: Sequence[str] | None,
-                    out_path: str, thresh: float = 0.5, title: str | None = None) -> int:
+                    out_path: str, thresh: float = 0.5, title: str | None = None,
+                    min_side: int = 480) -> int:
     """Save ``image`` with boxes, class names and scores drawn.
 
     Parameters
@@ -31,6 +32,9 @@ def draw_detections(image: np.ndarray, dets: np.ndarray, class_names: Sequence[s
         Minimum score drawn.
     title : str, optional
         Figure title.
+    min_side : int
+        Pictures whose longer side is below this are enlarged to it, so labels stay legible
+        on small inputs (0 keeps the image size).
 
     Returns
     -------
@@ -43,7 +47,8 @@ def draw_detections(image: np.ndarray, dets: np.ndarray, class_names: Sequence[s
 
     height, width = image.shape[:2]
     dpi = 100
-    fig = plt.figure(figsize=(max(width, 64) / dpi, max(height, 64) / dpi), dpi=dpi)
+    scale = max(1.0, min_side / max(height, width))
+    fig = plt.figure(figsize=(width * scale / dpi, height * scale / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(image)
     ax.set_axis_off()

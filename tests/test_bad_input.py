@@ -678,9 +678,6 @@ def test_evaluate_bad_gpus(synth_data, tiny_checkpoint, capsys):
     assert_clear_error(*_evaluate(argv + ["--gpus", "x"], capsys), "--gpus", "'x'")
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate.evaluate_net.load_params calls mx.nd.load "
-                   "unguarded: MXNetError 'Invalid NDArray file format'; switch it to "
-                   "fit.load_param_file(path, flag) (raises ValueError naming file and flag)")
 def test_evaluate_truncated_params(synth_data, truncated_checkpoint, capsys):
     code, err = _evaluate(_eval_argv(synth_data, truncated_checkpoint + "_"), capsys)
     assert_clear_error(code, err, "cut_tiny_64-0001.params")

@@ -280,3 +280,13 @@ def test_reused_module_scores_with_its_current_parameters(synth_data, checkpoint
     expected = score(bound(updated))
     assert score(reused) == expected
     assert expected != score(bound(args))                         # the change matters
+
+
+def test_load_params_corrupt_files(tmp_path):
+    from evaluate.evaluate_net import load_params
+    (tmp_path / "cut-0001.params").write_bytes(b"\x12\x01\x00\x00\x00\x00\x00\x00garbage")
+    with pytest.raises(ValueError, match=r"cut-0001\.params \(\d+ bytes\) is not a readable"):
+        load_params(str(tmp_path / "cut"), 1)
+    mx.nd.save(str(tmp_path / "list-0001.params"), [mx.nd.zeros((2,))])
+    with pytest.raises(ValueError, match="holds a list"):
+        load_params(str(tmp_path / "list"), 1)
