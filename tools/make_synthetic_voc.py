@@ -106,7 +106,8 @@ def _make_background(rng: np.random.Generator, kind: str, height: int, width: in
             axes = (int(rng.integers(4, max(5, width // 4))), int(rng.integers(4, max(5, height // 4))))
             cv2.ellipse(img, centre, axes, int(rng.integers(0, 180)), 0, 360,
                         _random_colour(rng), -1)
-        return cv2.GaussianBlur(img, (5, 5), 0)
+        # soft-edged clouds: texture for the background, never mistakable for a drawn shape
+        return cv2.GaussianBlur(img, (0, 0), sigmaX=max(3.0, min(width, height) / 25.0))
     raise ValueError(f"unknown background {kind!r}; valid: {', '.join(BACKGROUNDS)}")
 
 
