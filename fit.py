@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterable, Sequence
 import mxnet as mx
 import numpy as np
 
+from config.config import AUGMENTATIONS
+
 LOG_FORMAT = "%(asctime)s Node[%(rank)s] %(message)s"
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 MOMENTUM_OPTIMIZERS = ("sgd", "nag")
@@ -128,7 +130,7 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
     Spellings, dests and defaults of the original ``train.py`` (REFERENCE.md §2.1), plus
     zhreshold's ``--optimizer`` and the new ``--warmup-epochs``, ``--seed``, ``--save-period``,
-    ``--nan-policy``, ``--test-io`` and ``--tensorboard``.
+    ``--nan-policy``, ``--augment``, ``--test-io`` and ``--tensorboard``.
 
     Parameters
     ----------
@@ -175,6 +177,11 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     train.add_argument("--seed", type=int, default=None,
                        help="random seed of initialisation and data order/augmentation; "
                             "recorded in the checkpoint card (default: none, iterator seed 233)")
+    train.add_argument("--augment", type=str, default="ssd", choices=AUGMENTATIONS,
+                       help="training augmentation: ssd (the original's crops and 4x zoom-out), "
+                            "light (crops keeping >= 50%% of the side, zoom-out <= 2x: for short "
+                            "schedules from scratch, docs/RECIPE.md), none (mirror only) "
+                            "(default ssd)")
     train.add_argument("--nan-policy", dest="nan_policy", type=str, default="stop",
                        choices=NAN_POLICIES,
                        help="on a non-finite loss or gradient: stop (keep the last good "

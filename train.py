@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   kv_store=args.kv_store, optimizer=args.optimizer,
                   min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
                   seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
-                  nan_policy=args.nan_policy, save_period=args.save_period,
+                  nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
                   argv=["train.py"] + argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

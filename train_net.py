@@ -16,7 +16,7 @@ import mxnet as mx
 import numpy as np
 
 import fit
-from config.config import cfg
+from config.config import cfg, train_augmentation
 from dataset.iterator import DetRecordIter
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
@@ -241,8 +241,9 @@ def _seed_everything(seed: int | None) -> None:
 def _make_iterators(train_path: str, val_path: str, train_list: str, val_list: str,
                     batch_size: int, data_shape: tuple, mean_pixels: Sequence[float],
                     label_width: int, num_parts: int, part_index: int, seed: int | None,
-                    begin_epoch: int) -> tuple[mx.io.DataIter, mx.io.DataIter | None]:
-    train_kwargs = dict(cfg.train)
+                    begin_epoch: int, augment: str = "ssd"
+                    ) -> tuple[mx.io.DataIter, mx.io.DataIter | None]:
+    train_kwargs = train_augmentation(augment)
     if seed is not None:
         train_kwargs["seed"] = seed
     # epoch=begin_epoch: the data order of an uninterrupted run (seed + epoch per epoch)
@@ -299,7 +300,7 @@ def train_net(net, train_path, num_classes, batch_size,
               kv_store: str | None = None, optimizer: str = "sgd",
               min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
-              nan_policy: str = "stop", save_period: int = 1,
+              nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
               argv: Sequence[str] | None = None) -> fit.DetectionModule | None:
     """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
 
@@ -376,6 +377,9 @@ def train_net(net, train_path, num_classes, batch_size,
         ``stop`` or ``skip``.
     save_period : int
         Checkpoint every N epochs.
+    augment : str
+        Training augmentation: ``ssd`` (the original's), ``light`` or ``none``
+        (``config.config.train_augmentation``).
     argv : sequence of str, optional
         Command line (for the resume hint after an interrupt).
 
@@ -430,7 +434,7 @@ def train_net(net, train_path, num_classes, batch_size,
         start_epoch = resume
     train_iter, val_iter = _make_iterators(
         train_path, val_path, train_list, val_list, batch_size, data_shape, mean_pixels,
-        label_width, num_workers, rank, seed, start_epoch)
+        label_width, num_workers, rank, seed, start_epoch, augment)
     if test_io:
         fit.measure_io(train_iter, frequent)
         return None
