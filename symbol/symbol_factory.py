@@ -102,15 +102,17 @@ _MOBILENET = {
     "sizes": _SIZES_7, "ratios": _RATIOS_7,
     "normalizations": -1, "steps": [], "min_filter": 128,
 }
-# Small CPU preset (ours): stride 8/16/32 backbone maps + two extra stride-2 layers; anchors
-# cover objects of about 5% to 90% of the image side.
+# Small CPU preset (ours): stride 8/16/32 backbone maps + two extra stride-2 layers. Anchor
+# sizes are about 2.5-3.5x the anchor step of their map at 160 px (SSD300: ~3.8x), so an object
+# anywhere in the image has several anchors with IoU > 0.5; they cover objects of about 9% to
+# 100% of the image side (docs/RECIPE.md).
 _TINY = {
     "backbone": "tiny", "backbone_args": {},
     "from_layers": ["tiny_relu3", "tiny_relu4", "tiny_relu5", "", ""],
     "num_filters": [-1, -1, -1, 128, 128],
     "strides": [-1, -1, -1, 2, 2],
     "pads": [-1, -1, -1, 1, 1],
-    "sizes": [[.06, .1], [.15, .22], [.3, .39], [.5, .59], [.7, .84]],
+    "sizes": [[.12, .17], [.25, .33], [.45, .55], [.65, .75], [.85, .95]],
     "ratios": [_R3, _R3, _R3, _R3, _R3],
     "normalizations": -1, "steps": [], "min_filter": 64,
 }

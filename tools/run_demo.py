@@ -22,18 +22,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The recommended CPU recipe (chosen by measurement: README "The CPU recipe").
+# The recommended CPU recipe (chosen by measurement: docs/RECIPE.md, tools/recipe_sweep.py).
 RECIPE = {
-    "network": "tiny",
-    "data_shape": 160,
-    "batch_size": 32,
-    "lr": 0.01,
-    "warmup_epochs": 1,
-    "end_epoch": 30,
-    "lr_steps": "20,26",
+    "network": "tiny",      # BatchNorm backbone; anchor sizes ~3x the anchor step of each map
+    "data_shape": 160,      # images are packed at this side (prepare_dataset --resize)
+    "batch_size": 8,        # 150 updates per epoch of 1200 images: 4x more than batch 32
+    "lr": 0.1,              # SGD, momentum 0.9; BatchNorm lets a from-scratch net take it
+    "warmup_epochs": 1,     # linear warm-up over the first epoch
+    "end_epoch": 16,
+    "lr_steps": "12,15",    # x0.1 after 3/4 and 15/16 of the schedule
     "lr_factor": 0.1,
     "wd": 0.0005,
-    "freeze": "",
+    "freeze": "",           # from scratch: nothing frozen
+    "augment": "light",     # crops keep >= 50 % of the side, zoom-out <= 2x ("ssd": up to 4x)
+    "seed": 1,              # train.py --seed: initialisation and data order
 }
 
 # Synthetic dataset drawn for the demo (the generator's defaults unless named here).
@@ -60,6 +62,28 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-data", action="store_true",
                         help="reuse data and records already in --workdir")
     return parser
+
+
+def recipe_train_flags(end_epoch: int) -> list[str]:
+    """``train.py`` flags of the recipe (model, optimisation, schedule, augmentation).
+
+    Parameters
+    ----------
+    end_epoch : int
+        Epochs to train (``RECIPE['end_epoch']`` unless ``--end-epoch`` says otherwise).
+
+    Returns
+    -------
+    list of str
+        Flags and values, without the data paths, classes, prefix and log.
+    """
+    flags = ["--network", RECIPE["network"], "--data-shape", str(RECIPE["data_shape"]),
+             "--batch-size", str(RECIPE["batch_size"]), "--lr", str(RECIPE["lr"]),
+             "--warmup-epochs", str(RECIPE["warmup_epochs"]), "--lr-steps", RECIPE["lr_steps"],
+             "--lr-factor", str(RECIPE["lr_factor"]), "--wd", str(RECIPE["wd"]),
+             "--freeze", RECIPE["freeze"], "--pretrained", "", "--seed", str(RECIPE["seed"]),
+             "--end-epoch", str(end_epoch), "--augment", RECIPE["augment"]]
+    return flags
 
 
 def run(cmd: list[str], log_path: Path | None = None) -> str:
@@ -111,14 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     log = work / "train.log"
     train_started = time.time()
     run([py, "train.py", "--train-path", str(work / "train.rec"),
-         "--val-path", str(work / "val.rec"), "--network", RECIPE["network"],
-         "--data-shape", shape, "--batch-size", str(RECIPE["batch_size"]),
-         "--lr", str(RECIPE["lr"]), "--warmup-epochs", str(RECIPE["warmup_epochs"]),
-         "--lr-steps", RECIPE["lr_steps"], "--lr-factor", str(RECIPE["lr_factor"]),
-         "--wd", str(RECIPE["wd"]), "--freeze", RECIPE["freeze"],
-         "--end-epoch", str(args.end_epoch), "--num-class", str(num_class),
-         "--class-names", class_names, "--prefix", str(prefix), "--gpus", "",
-         "--log", str(log), "--frequent", "10"] + shlex.split(args.train_args))
+         "--val-path", str(work / "val.rec"), *recipe_train_flags(args.end_epoch),
+         "--num-class", str(num_class), "--class-names", class_names, "--prefix", str(prefix),
+         "--gpus", "", "--log", str(log), "--frequent", "10"] + shlex.split(args.train_args))
     train_minutes = (time.time() - train_started) / 60.0
 
     model_prefix = f"{prefix}_{RECIPE['network']}_{shape}"
