@@ -26,6 +26,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +93,11 @@ def run_segment(cmd: list[str], log_path: str, interrupt_after_s: float | None,
     env = dict(os.environ, MPLBACKEND="Agg")
     env.setdefault("OMP_NUM_THREADS", "2")
     start = time.time()
+    # stderr goes to a file, not a pipe: an undrained pipe fills (64 KiB of log lines) and
+    # blocks the training process in write() for as long as this loop polls
+    err_file = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=err_file, text=True)
     first_batch, sent, next_sample = None, None, 0.0
     log_start = os.path.getsize(log_path) if os.path.isfile(log_path) else 0  # log is appended
     try:
@@ -118,11 +122,14 @@ def run_segment(cmd: list[str], log_path: str, interrupt_after_s: float | None,
                 proc.kill()
                 break
             time.sleep(0.2)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        err_file.seek(0)
+        err = err_file.read()
+        err_file.close()
     end = time.time()
     return {"segment": label, "returncode": proc.returncode, "wall_s": round(end - start, 1),
             "train_s": None if first_batch is None else round(end - first_batch, 1),
