@@ -160,3 +160,19 @@ def test_multiple_sets_concatenated(three_formats, tmp_path):
         prepare_dataset("pascal", "trainval", os.path.join(root, "VOCdevkit"),
                         str(tmp_path / "y.lst"), year="2007,2012", class_names=list(CLASSES),
                         progress=False)
+
+
+@pytest.mark.parametrize("fmt", ["pascal", "coco", "yolo"])
+def test_each_format_trains_one_epoch_with_train_py(three_formats, fmt, tmp_path):
+    import train
+
+    _, out = three_formats
+    prefix = tmp_path / "ssd"
+    code = train.main(["--train-path", out[fmt]["rec"], "--val-path", "", "--network", "tiny",
+                       "--data-shape", "64", "--num-class", str(len(CLASSES)),
+                       "--class-names", ",".join(CLASSES), "--batch-size", "4", "--lr", "0.01",
+                       "--end-epoch", "1", "--gpus", "", "--pretrained", "", "--freeze", "",
+                       "--prefix", str(prefix), "--log", ""])
+    assert code == 0
+    saved = mx.nd.load(f"{prefix}_tiny_64-0001.params")
+    assert saved and all(np.isfinite(v.asnumpy()).all() for v in saved.values())
