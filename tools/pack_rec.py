@@ -88,7 +88,7 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
     jobs = [(p, resize, quality) for p in paths]
     pool = multiprocessing.get_context("fork").Pool(num_thread) if num_thread > 1 else None
     try:
-        results = pool.imap(_encode, jobs, chunksize=8) if pool else map(_encode, jobs)
+        results = pool.imap(_encode, jobs, chunksize=32) if pool else map(_encode, jobs)
         for (index, label, _), (buf, path) in zip(
                 items, tqdm(results, total=len(jobs), desc="pack", unit="img", disable=not progress)):
             if buf is None:
