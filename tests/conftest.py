@@ -47,3 +47,22 @@ def synth_data(tmp_path_factory) -> types.SimpleNamespace:
         val_rec=val["rec"], val_idx=val["idx"], val_lst=val["lst"],
         num_train=train["num_listed"], num_val=val["num_listed"], image_size=IMAGE_SIZE,
         train_summary=train, val_summary=val)
+
+
+def tiny_train_kwargs(synth: types.SimpleNamespace, prefix: str, **overrides) -> dict:
+    """Keyword arguments of ``train_net.train_net`` for a short tiny-preset run on ``synth``.
+
+    Defaults: 64 px, batch 8, one epoch from scratch on one CPU context, no validation;
+    ``overrides`` replace any of them.
+    """
+    import mxnet as mx
+
+    kwargs = dict(net="tiny", train_path=synth.train_rec, num_classes=synth.num_classes,
+                  batch_size=8, data_shape=64, mean_pixels=[123, 117, 104], resume=-1,
+                  finetune=-1, pretrained="", epoch=0, prefix=prefix, ctx=[mx.cpu()],
+                  begin_epoch=0, end_epoch=1, frequent=100, learning_rate=0.02, momentum=0.9,
+                  weight_decay=5e-4, lr_refactor_step="10", lr_refactor_ratio=0.1,
+                  num_example=synth.num_train, label_pad_width=-1,
+                  class_names=synth.class_names, val_path="", seed=3)
+    kwargs.update(overrides)
+    return kwargs

@@ -12,19 +12,12 @@ import pytest
 import fit
 from evaluate.eval_metric import MultiBoxMetric
 from symbol.symbol_factory import get_symbol_train
+from conftest import tiny_train_kwargs
 from train_net import train_net
 
 
 def _kwargs(synth, prefix, **overrides):
-    kwargs = dict(net="tiny", train_path=synth.train_rec, num_classes=synth.num_classes,
-                  batch_size=8, data_shape=64, mean_pixels=[123, 117, 104], resume=-1,
-                  finetune=-1, pretrained="", epoch=0, prefix=prefix, ctx=[mx.cpu()],
-                  begin_epoch=0, end_epoch=1, frequent=100, learning_rate=0.02, momentum=0.9,
-                  weight_decay=5e-4, lr_refactor_step="10", lr_refactor_ratio=0.1,
-                  num_example=synth.num_train, label_pad_width=-1,
-                  class_names=synth.class_names, val_path="", seed=3)
-    kwargs.update(overrides)
-    return kwargs
+    return tiny_train_kwargs(synth, prefix, **overrides)
 
 
 def _card(path):

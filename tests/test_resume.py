@@ -12,21 +12,15 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from conftest import tiny_train_kwargs
 from train_net import train_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _kwargs(synth, prefix, **overrides):
-    kwargs = dict(net="tiny", train_path=synth.train_rec, num_classes=synth.num_classes,
-                  batch_size=8, data_shape=64, mean_pixels=[123, 117, 104], resume=-1,
-                  finetune=-1, pretrained="", epoch=0, prefix=prefix, ctx=[mx.cpu()],
-                  begin_epoch=0, end_epoch=2, frequent=100, learning_rate=0.02, momentum=0.9,
-                  weight_decay=5e-4, lr_refactor_step="1", lr_refactor_ratio=0.5,
-                  num_example=synth.num_train, label_pad_width=-1,
-                  class_names=synth.class_names, val_path="", seed=11)
-    kwargs.update(overrides)
-    return kwargs
+    defaults = dict(end_epoch=2, lr_refactor_step="1", lr_refactor_ratio=0.5, seed=11)
+    return tiny_train_kwargs(synth, prefix, **{**defaults, **overrides})
 
 
 def _read(path):
