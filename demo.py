@@ -18,6 +18,7 @@ import sys
 import time
 
 from config.runtime import setup_threads
+from evaluate import add_mean_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -43,9 +44,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu", dest="gpu_id", type=int, default=0, help="GPU id (default 0)")
     parser.add_argument("--data-shape", dest="data_shape", default="512",
                         help="input side, 'h' or 'h,w' (default 512)")
-    parser.add_argument("--mean-r", dest="mean_r", type=float, default=123, help="red mean (default 123)")
-    parser.add_argument("--mean-g", dest="mean_g", type=float, default=117, help="green mean (default 117)")
-    parser.add_argument("--mean-b", dest="mean_b", type=float, default=104, help="blue mean (default 104)")
+    add_mean_args(parser)
     parser.add_argument("--thresh", type=float, default=0.5,
                         help="minimum score drawn (default 0.5)")
     parser.add_argument("--nms", dest="nms_thresh", type=float, default=0.5,

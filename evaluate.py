@@ -18,6 +18,7 @@ import os
 import sys
 
 from config.runtime import setup_threads
+from evaluate import add_mean_args
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -48,9 +49,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu", action="store_true", help="run on CPU")
     parser.add_argument("--data-shape", dest="data_shape", type=int, default=300,
                         help="input side in pixels (default 300)")
-    parser.add_argument("--mean-r", dest="mean_r", type=float, default=123, help="red mean (default 123)")
-    parser.add_argument("--mean-g", dest="mean_g", type=float, default=117, help="green mean (default 117)")
-    parser.add_argument("--mean-b", dest="mean_b", type=float, default=104, help="blue mean (default 104)")
+    add_mean_args(parser)
     parser.add_argument("--nms", dest="nms_thresh", type=float, default=0.45,
                         help="NMS IoU threshold (default 0.45)")
     parser.add_argument("--nms-topk", dest="nms_topk", type=int, default=400,

@@ -24,6 +24,7 @@ import os
 import sys
 
 from config.runtime import setup_threads
+from evaluate import add_mean_args
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -67,9 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="none: ranges at run time; naive: min/max; entropy: KL (default naive)")
     parser.add_argument("--quantized-dtype", dest="quantized_dtype", default="auto",
                         choices=("auto", "int8", "uint8"), help="INT8 type (default auto)")
-    parser.add_argument("--mean-r", dest="mean_r", type=float, default=123, help="red mean (default 123)")
-    parser.add_argument("--mean-g", dest="mean_g", type=float, default=117, help="green mean (default 117)")
-    parser.add_argument("--mean-b", dest="mean_b", type=float, default=104, help="blue mean (default 104)")
+    add_mean_args(parser)
     parser.add_argument("--nms", dest="nms_thresh", type=float, default=0.45,
                         help="NMS threshold (default 0.45)")
     parser.add_argument("--num-batch", dest="num_batch", type=int, default=-1,

@@ -47,6 +47,14 @@ def parse_class_names(value: str | None, num_classes: int | None = None,
     return names
 
 
+def add_mean_args(parser) -> None:
+    """Add ``--mean-r/-g/-b`` (the RGB mean subtracted, reference defaults 123/117/104)."""
+    for flag, colour, default in (("--mean-r", "red", 123), ("--mean-g", "green", 117),
+                                  ("--mean-b", "blue", 104)):
+        parser.add_argument(flag, dest=flag[2:].replace("-", "_"), type=float, default=default,
+                            help=f"{colour} mean (default {default})")
+
+
 def parse_mean(mean_r: float, mean_g: float, mean_b: float) -> tuple[float, float, float]:
     """The RGB mean as a tuple (checked to be finite pixel values)."""
     mean = (float(mean_r), float(mean_g), float(mean_b))
