@@ -146,27 +146,29 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
             pred = mx.sym.Convolution(data=layer, bias=bias, kernel=(3, 3), pad=(1, 1),
                                       num_filter=num_anchors * width,
                                       name=f"{name}_{kind}_pred_conv")
-            # (B, A*width, H, W) -> (B, H, W, A*width) -> (B, H*W*A*width)
+            # (B, A*width, H, W) -> (B, H, W, A*width) -> (B, H*W*A, width)
             pred = mx.sym.transpose(pred, axes=(0, 2, 3, 1), name=f"{name}_{kind}_pred_nhwc")
-            outputs.append(mx.sym.Flatten(data=pred, name=f"{name}_{kind}_pred_flat"))
+            outputs.append(mx.sym.Reshape(data=pred, shape=(0, -1, width),
+                                          name=f"{name}_{kind}_pred_rows"))
 
         step = (steps[k], steps[k]) if steps else (-1.0, -1.0)
         anchors = mx.sym.contrib.MultiBoxPrior(layer, sizes=_tuple_str(sizes[k]),
                                                ratios=_tuple_str(ratios[k]), clip=clip,
                                                steps=step, name=f"{name}_anchors")
-        # (1, H*W*A, 4) -> (1, H*W*A*4)
-        anchor_layers.append(mx.sym.Flatten(data=anchors, name=f"{name}_anchors_flat"))
+        anchor_layers.append(anchors)                     # (1, H*W*A, 4)
 
+    # Every concatenation joins 3-D (B, rows, width) tensors. MXNet 1.9's MKL-DNN Concat
+    # (used for 2-D and 4-D inputs only) leaks about 2.5 KB of native memory per training
+    # step: flattened 2-D concats here made a soak run's resident memory grow by
+    # ~20 KB a batch (docs/RELIABILITY.md, "Memory"). The 3-D form takes MXNet's own Concat.
     loc_preds = mx.sym.Concat(*loc_layers, num_args=len(loc_layers), dim=1,
-                              name="multibox_loc_pred")
+                              name="multibox_loc_concat")
+    # (B, N, 4) -> (B, 4N)
+    loc_preds = mx.sym.Reshape(data=loc_preds, shape=(0, -1), name="multibox_loc_pred")
     cls_preds = mx.sym.Concat(*cls_layers, num_args=len(cls_layers), dim=1,
                               name="multibox_cls_concat")
-    # (B, N*(C+1)) -> (B, N, C+1) -> (B, C+1, N)
-    cls_preds = mx.sym.Reshape(data=cls_preds, shape=(0, -1, num_outputs),
-                               name="multibox_cls_reshape")
+    # (B, N, C+1) -> (B, C+1, N)
     cls_preds = mx.sym.transpose(cls_preds, axes=(0, 2, 1), name="multibox_cls_pred")
     anchors = mx.sym.Concat(*anchor_layers, num_args=len(anchor_layers), dim=1,
-                            name="multibox_anchors_concat")
-    # (1, N*4) -> (1, N, 4)
-    anchors = mx.sym.Reshape(data=anchors, shape=(0, -1, 4), name="multibox_anchors")
+                            name="multibox_anchors")
     return loc_preds, cls_preds, anchors
