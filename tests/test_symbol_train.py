@@ -1,6 +1,7 @@
 """One real forward/backward/update step of every preset (the big ones marked slow)."""
 from __future__ import annotations
 
+import json
 import time
 
 import mxnet as mx
@@ -89,3 +90,24 @@ def test_tiny_learns_a_fixed_batch():
         mod.forward_backward(batch)
         mod.update()
     assert cross_entropy() < 0.5 * first
+
+
+def _concat_ranks(sym: mx.sym.Symbol, side: int, batch: int) -> dict[str, int]:
+    """Rank of the output of every Concat node of ``sym`` for a (batch, 3, side, side) input."""
+    internals = sym.get_internals()
+    names = [n["name"] for n in json.loads(sym.tojson())["nodes"] if n["op"] == "Concat"]
+    outputs = [internals[f"{name}_output"] for name in names]
+    _, shapes, _ = mx.sym.Group(outputs).infer_shape(data=(batch, 3, side, side))
+    return {name: len(shape) for name, shape in zip(names, shapes)}
+
+
+@pytest.mark.parametrize("network,side", [("tiny", 160), ("vgg16_reduced", 300),
+                                          ("mobilenet", 300), ("resnet50", 300)])
+def test_head_concats_avoid_the_leaking_mkldnn_concat(network, side):
+    # MXNet 1.9's MKL-DNN Concat (2-D and 4-D inputs) leaks native memory at every training
+    # step; the SSD head must join 3-D tensors, which MXNet's own Concat handles
+    ranks = _concat_ranks(get_symbol_train(network, side, 3, with_det=False), side, 2)
+    head = {name: rank for name, rank in ranks.items() if name.startswith("multibox_")}
+    assert set(head) == {"multibox_loc_concat", "multibox_cls_concat", "multibox_anchors"}
+    assert all(rank == 3 for rank in head.values()), head
+    assert ranks == head           # these trunks have no concatenation of their own

@@ -9,7 +9,7 @@ Runs ``train.py`` twice on the same data with the same seed (docs/RELIABILITY.md
 Every segment but the last must exit 130 and leave ``-interrupted`` files; the last must exit
 0. Both runs end with the validation mAP of epoch ``E`` (from the checkpoint card); resident
 memory (VmRSS) of each training process is sampled over time. The summary is printed and
-written to ``<workdir>/soak.json``. Without ``--train-path`` a small synthetic VOC set is made.
+written to ``<workdir>/soak.json``, the memory curve to ``<workdir>/soak_rss.png``. Without ``--train-path`` a small synthetic VOC set is made.
 
 Example (about 5 minutes on 2 CPU cores)::
 
@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +52,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int, default=96, help="synthetic training images (default 96)")
     p.add_argument("--num-val", type=int, default=32, help="synthetic validation images (default 32)")
     p.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling period in s (default 1)")
+    p.add_argument("--parallel", action="store_true",
+                   help="run the baseline and the interrupted run at the same time (one OpenMP "
+                        "thread each); needs --interrupt-every")
+    p.add_argument("--interrupt-every", type=float, default=0.0,
+                   help="seconds of training between SIGINTs (default: 0.7 x the baseline's "
+                        "training time / (interrupts + 1))")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="largest accepted |mAP difference| between the runs (default 0.05)")
     return p
@@ -149,14 +156,60 @@ def card_map(prefix: str, epoch: int) -> float | None:
 
 
 def rss_summary(samples: list, run: str) -> dict:
-    """Peak, first-quarter and last-quarter mean RSS of a run's samples (MiB)."""
-    values = [s["rss_mb"] for s in samples if s["segment"].startswith(run)]
+    """Peak, first- and last-quarter mean RSS of a run's samples (MiB), and its trend.
+
+    The trend is the least-squares slope of RSS over the run's training time after its first
+    quarter (warm-up), in MiB per 10 minutes; for the interrupted run the time is the sum of its
+    segments' times, so each restart's warm-up counts as it happens.
+    """
+    rows = [s for s in samples if s["segment"].startswith(run)]
+    values = [s["rss_mb"] for s in rows]
     if not values:
         return {}
     quarter = max(1, len(values) // 4)
-    return {"samples": len(values), "peak_mb": max(values),
-            "first_quarter_mb": round(sum(values[:quarter]) / quarter, 1),
-            "last_quarter_mb": round(sum(values[-quarter:]) / quarter, 1)}
+    summary = {"samples": len(values), "peak_mb": max(values),
+               "first_quarter_mb": round(sum(values[:quarter]) / quarter, 1),
+               "last_quarter_mb": round(sum(values[-quarter:]) / quarter, 1)}
+    times = run_clock(rows)
+    tail_t, tail_v = times[quarter:], values[quarter:]
+    if len(tail_t) >= 2 and max(tail_t) > min(tail_t):
+        mean_t, mean_v = sum(tail_t) / len(tail_t), sum(tail_v) / len(tail_v)
+        cov = sum((t - mean_t) * (v - mean_v) for t, v in zip(tail_t, tail_v))
+        var = sum((t - mean_t) ** 2 for t in tail_t)
+        summary["trend_mb_per_10min"] = round(cov / var * 600.0, 2)
+    return summary
+
+
+def run_clock(rows: list) -> list[float]:
+    """Seconds of a run's own processes at each sample: gaps between segments removed."""
+    times, offset, previous = [], 0.0, None
+    for row in rows:
+        if previous is not None and row["segment"] != previous["segment"]:
+            offset += previous["t"] - row["t"]     # continue where the last segment ended
+        times.append(row["t"] + offset)
+        previous = row
+    return times
+
+
+def plot_rss(samples: list, path: str) -> None:
+    """Resident memory of both runs over their own running time, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for run, colour in (("baseline", "tab:blue"), ("interrupted", "tab:orange")):
+        rows = [s for s in samples if s["segment"].startswith(run)]
+        if rows:
+            ax.plot([t / 60.0 for t in run_clock(rows)], [s["rss_mb"] for s in rows],
+                    lw=0.6, color=colour, label=run)
+    ax.set_xlabel("training process time (min)")
+    ax.set_ylabel("resident memory (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right")
+    ax.set_title("Soak: resident memory of the training process")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --epochs {args.epochs} must be >= 1 and --interrupts {args.interrupts} "
               f">= 0", file=sys.stderr)
         return 2
+    if args.parallel and args.interrupt_every <= 0:
+        print("error: --parallel needs --interrupt-every SECONDS (the baseline's time is not "
+              "known in advance)", file=sys.stderr)
+        return 2
+    if args.parallel:
+        os.environ["OMP_NUM_THREADS"] = "1"
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     classes = [c.strip() for c in args.class_names.split(",")]
@@ -190,23 +249,36 @@ def main(argv: list[str] | None = None) -> int:
     clock0 = time.time()
     cmd, log, base_prefix = command("baseline")
     print("baseline:", shlex.join(cmd), flush=True)
-    baseline = run_segment(cmd, log, None, samples, "baseline", clock0, args.sample_s, 3600)
-    train_s = baseline["train_s"] or baseline["wall_s"]
+    timeout_s = 4 * 3600
+    if args.parallel:
+        # both runs at once, one core each: the baseline in a thread (run_segment only polls)
+        box: dict = {}
+        thread = threading.Thread(target=lambda: box.update(run_segment(
+            cmd, log, None, samples, "baseline", clock0, args.sample_s, timeout_s)))
+        thread.start()
+        every = args.interrupt_every
+    else:
+        box = run_segment(cmd, log, None, samples, "baseline", clock0, args.sample_s,
+                          timeout_s)
+        train_s = box["train_s"] or box["wall_s"]
+        # each interrupted epoch restarts from its first batch: interrupt early enough that
+        # the last SIGINT still lands while training runs
+        every = args.interrupt_every or 0.7 * train_s / (args.interrupts + 1)
     segments = []
-    # each interrupted epoch restarts from its first batch: interrupt early enough that the
-    # last SIGINT still lands while training runs
-    every = 0.7 * train_s / (args.interrupts + 1)
     for k in range(args.interrupts + 1):
         extra = ("--resume", "interrupted") if k else ()
         cmd, log, soak_prefix = command("interrupted", *extra)
         last = k == args.interrupts
         result = run_segment(cmd, log, None if last else every, samples,
-                             f"interrupted-{k}", clock0, args.sample_s, 3 * train_s + 300)
+                             f"interrupted-{k}", clock0, args.sample_s, timeout_s)
         segments.append(result)
         print(f"segment {k}: exit {result['returncode']}, {result['wall_s']} s, SIGINT at "
               f"{result['sigint_at_s']} s", flush=True)
         if result["returncode"] != 130:   # finished (0) or failed: resuming again is wrong
             break
+    if args.parallel:
+        thread.join()
+    baseline = box
     map_a = card_map(base_prefix, args.epochs)
     map_b = card_map(soak_prefix, args.epochs)
     ok_segments = (baseline["returncode"] == 0 and segments[-1]["returncode"] == 0
@@ -222,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                "rss_samples": samples}
     with open(os.path.join(workdir, "soak.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    plot_rss(samples, os.path.join(workdir, "soak_rss.png"))
     print(json.dumps({k: v for k, v in summary.items()
                       if k not in ("rss_samples", "baseline", "segments")}, indent=1))
     return 0 if summary["passed"] else 1
