@@ -66,7 +66,10 @@ def parse_voc_xml(xml_path: str, classes: list[str], report: CheckReport,
         except (AttributeError, TypeError, ValueError):
             raise ValueError(f"{where}: missing or invalid <bndbox> xmin/ymin/xmax/ymax") from None
         difficult = obj.findtext("difficult")
-        difficult = int(float(difficult)) if difficult and difficult.strip() else 0
+        try:
+            difficult = int(float(difficult)) if difficult and difficult.strip() else 0
+        except ValueError:
+            raise ValueError(f"{where}: invalid <difficult> {difficult!r} (0 or 1)") from None
         box = check_box(xmin - 1.0, ymin - 1.0, xmax, ymax, width, height, where, report)
         if box is None:
             continue

@@ -232,8 +232,10 @@ VOC_OBJECT = ("<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>
      r"object 0: missing or invalid <bndbox>"),
     (VOC_XML.format(objects="<object><name>dog</name></object>"),
      r"object 0: missing or invalid <bndbox>"),
+    (VOC_XML.format(objects=VOC_OBJECT.format(name="cat", x1=1).replace(
+        "<difficult>0<", "<difficult>:<")), r"object 0: invalid <difficult> ':' \(0 or 1\)"),
 ], ids=["empty", "truncated", "no-size", "negative-size", "unknown-class", "bad-coord",
-        "no-bndbox"])
+        "no-bndbox", "bad-difficult"])
 def test_voc_bad_xml(tmp_path, text, pattern):
     from dataset.imdb import CheckReport
     from dataset.pascal_voc import parse_voc_xml

@@ -9,7 +9,8 @@ Runs ``train.py`` twice on the same data with the same seed (docs/RELIABILITY.md
 Every segment but the last must exit 130 and leave ``-interrupted`` files; the last must exit
 0. Both runs end with the validation mAP of epoch ``E`` (from the checkpoint card); resident
 memory (VmRSS) of each training process is sampled over time. The summary is printed and
-written to ``<workdir>/soak.json``, the memory curve to ``<workdir>/soak_rss.png``. Without ``--train-path`` a small synthetic VOC set is made.
+written to ``<workdir>/soak.json``, the memory curve to ``<workdir>/soak_rss.png``.
+Without ``--train-path`` a small synthetic VOC set is made.
 
 Example (about 5 minutes on 2 CPU cores)::
 
