@@ -163,7 +163,7 @@ def rss_summary(samples: list, run: str) -> dict:
     quarter (warm-up), in MiB per 10 minutes; for the interrupted run the time is the sum of its
     segments' times, so each restart's warm-up counts as it happens.
     """
-    rows = [s for s in samples if s["segment"].startswith(run)]
+    rows = run_rows(samples, run)
     values = [s["rss_mb"] for s in rows]
     if not values:
         return {}
@@ -174,11 +174,15 @@ def rss_summary(samples: list, run: str) -> dict:
     times = run_clock(rows)
     tail_t, tail_v = times[quarter:], values[quarter:]
     if len(tail_t) >= 2 and max(tail_t) > min(tail_t):
-        mean_t, mean_v = sum(tail_t) / len(tail_t), sum(tail_v) / len(tail_v)
-        cov = sum((t - mean_t) * (v - mean_v) for t, v in zip(tail_t, tail_v))
-        var = sum((t - mean_t) ** 2 for t in tail_t)
-        summary["trend_mb_per_10min"] = round(cov / var * 600.0, 2)
+        import numpy as np
+        slope = float(np.polyfit(tail_t, tail_v, 1)[0])      # MiB per second
+        summary["trend_mb_per_10min"] = round(slope * 600.0, 2)
     return summary
+
+
+def run_rows(samples: list, run: str) -> list:
+    """The samples of one run ("baseline" or all "interrupted-k" segments), in time order."""
+    return [s for s in samples if s["segment"].startswith(run)]
 
 
 def run_clock(rows: list) -> list[float]:
@@ -199,7 +203,7 @@ def plot_rss(samples: list, path: str) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for run, colour in (("baseline", "tab:blue"), ("interrupted", "tab:orange")):
-        rows = [s for s in samples if s["segment"].startswith(run)]
+        rows = run_rows(samples, run)
         if rows:
             ax.plot([t / 60.0 for t in run_clock(rows)], [s["rss_mb"] for s in rows],
                     lw=0.6, color=colour, label=run)
