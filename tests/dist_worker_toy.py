@@ -10,7 +10,11 @@ worker ``r`` takes the slice ``[W*b*t + r*b, W*b*t + (r+1)*b)`` of it. The serve
 
 Fault injection (``--fail-rank``) makes one worker die after some batches, to test the
 launcher's watchdog: ``exit`` (``os._exit`` with a status), ``kill`` (SIGKILL itself),
-``raise`` (an uncaught exception) or ``hang`` (sleep forever, printing nothing).
+``raise`` (an uncaught exception) or ``hang`` (sleep forever, printing nothing). Timing hooks
+for killing a scheduler or server from outside at a known moment (tests/test_faults_dist.py):
+``--create-delay`` holds one launch index back before ``kv.create`` (the others wait inside it),
+``--save-sleep`` holds rank 0 between the end of training and its final save; each moment is
+announced by a line on stdout.
 """
 from __future__ import annotations
 
@@ -51,6 +55,13 @@ def get_parser() -> argparse.ArgumentParser:
                         help="exit status for --fail-mode exit (default 3)")
     parser.add_argument("--step-sleep", type=float, default=0.0,
                         help="seconds each worker sleeps after a batch (default 0)")
+    parser.add_argument("--create-delay", type=float, default=0.0,
+                        help="seconds the worker of launch index --delay-task sleeps before "
+                             "kv.create (default 0)")
+    parser.add_argument("--delay-task", type=int, default=1,
+                        help="DMLC_TASK_ID of the worker that --create-delay holds (default 1)")
+    parser.add_argument("--save-sleep", type=float, default=0.0,
+                        help="seconds rank 0 sleeps after training, before saving (default 0)")
     return parser
 
 
@@ -105,6 +116,10 @@ def fail(mode: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Train the toy model; rank 0 writes the final parameters to ``--out``."""
     args = get_parser().parse_args(argv)
+    task = int(os.environ.get("DMLC_TASK_ID", "0"))
+    if args.create_delay and task == args.delay_task:
+        time.sleep(args.create_delay)
+    print(f"toy worker: task {task} creating kvstore {args.kv_store}", flush=True)
     kv = mx.kv.create(args.kv_store)
     rank, num_workers = kv.rank, kv.num_workers
     print(f"toy worker: rank {rank} of {num_workers}, kvstore {kv.type}", flush=True)
@@ -125,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     mod.fit(train_iter, num_epoch=args.num_epoch, kvstore=kv, optimizer="sgd",
             optimizer_params={"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-3},
             arg_params=initial_params(), batch_end_callback=after_batch)
+    if rank == 0 and args.save_sleep:
+        print("toy worker: rank 0 saving", flush=True)
+        time.sleep(args.save_sleep)
     if rank == 0 and args.out:
         arg_params, _ = mod.get_params()
         tmp_path = args.out + ".tmp.npz"

@@ -76,14 +76,29 @@ class JobProcess:
 
 
 def describe_status(returncode: int) -> str:
-    """``exited with status 3`` or ``was killed by signal SIGKILL``."""
+    """How a process ended, in words.
+
+    ``exited with status 3``, ``was killed by signal SIGKILL``, or for 128 + a signal number
+    (what a shell or an ssh client returns when the process under it was killed)
+    ``exited with status 137 (128 + SIGKILL: how a shell or ssh reports a process killed
+    by SIGKILL)``.
+    """
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = str(-returncode)
-        return f"was killed by signal {name}"
-    return f"exited with status {returncode}"
+        return f"was killed by signal {_signal_name(-returncode)}"
+    text = f"exited with status {returncode}"
+    if 128 < returncode < 128 + signal.NSIG:
+        name = _signal_name(returncode - 128)
+        if name.startswith("SIG"):
+            text += f" (128 + {name}: how a shell or ssh reports a process killed by {name})"
+    return text
+
+
+def _signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9; the number itself when it names no signal."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
 
 
 def find_free_port(host: str) -> int:

@@ -1,0 +1,348 @@
+"""Faults in a distributed job: a scheduler or a server killed at any moment (issue 17, case 5).
+
+A dist kvstore job is one scheduler, ``-s`` servers and ``-n`` workers under ``tools/launch.py``.
+ps-lite never notices a dead peer, so without the launcher's watchdog every survivor would
+wait forever. Each test here starts a job of the toy worker (``tests/dist_worker_toy.py``),
+kills one scheduler or server from outside at a known moment, and checks that
+
+- the launcher exits 1 within seconds, with one error line naming the role, the launch index,
+  the pid and the signal of the killed process;
+- no process of the job is left: none carries the job's DIST_TEST_TAG, and every process
+  group that any of them ran in is empty.
+
+The moments: *kv.create* (one worker is held back before ``kv.create``, so the other waits
+inside it for the rendezvous), *training* (both workers past ``kv.create`` and pushing/pulling)
+and *final save* (rank 0 holds between the end of training and its save; the other worker
+has finished and waits at exit for its peers).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tools.dist_utils import JobFailed, Supervisor, describe_status
+from tests.test_distributed import LAUNCH, REPO, TOY, assert_nothing_left, tagged_pids
+
+JOB_TIMEOUT = 60   # hard limit of one launcher run, seconds
+WATCHDOG_S = 8.0   # the launcher must end the job this soon after the kill (poll 0.2 s, TERM 3 s)
+
+
+def job_roles(tag: str) -> dict[tuple[str, int], int]:
+    """``{(DMLC_ROLE, DMLC_TASK_ID): pid}`` of the live processes of the job tagged ``tag``.
+
+    dmlc_tracker's ssh launcher sets no DMLC_TASK_ID: its processes count as index 0 (the ssh
+    tests run one scheduler and one server).
+    """
+    roles = {}
+    for pid in tagged_pids(tag):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                items = handle.read().split(b"\0")
+        except OSError:
+            continue
+        env = dict(item.split(b"=", 1) for item in items if b"=" in item)
+        role, task = env.get(b"DMLC_ROLE"), env.get(b"DMLC_TASK_ID", b"0")
+        if role is not None:
+            # with a shell wrapper (ssh) the shell and its child share the role: keep the
+            # innermost one, the process that serves the role
+            key = (role.decode(), int(task))
+            if key not in roles or _is_ancestor(roles[key], pid):
+                roles[key] = pid
+    return roles
+
+
+def _is_ancestor(ancestor: int, pid: int) -> bool:
+    """True when ``ancestor`` is a parent, grandparent, ... of ``pid``."""
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                pid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process (zombies included) is in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Job:
+    """One launcher run in its own session; stdout/stderr go to files that the test reads."""
+
+    def __init__(self, launcher_args: list[str], command: list[str], tmp: Path,
+                 extra_env: dict | None = None) -> None:
+        self.tag = uuid.uuid4().hex
+        env = dict(os.environ, OMP_NUM_THREADS="1", DIST_TEST_TAG=self.tag, **(extra_env or {}))
+        argv = (LAUNCH + launcher_args + ["--env", f"DIST_TEST_TAG={self.tag}",
+                                          "--env", "OMP_NUM_THREADS=1"] + command)
+        self.out_path, self.err_path = tmp / "launch.out", tmp / "launch.err"
+        self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
+        self.start = time.monotonic()
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._out,
+                                     stderr=self._err, start_new_session=True)
+        self.groups: set[int] = {self.proc.pid}
+
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def note_groups(self) -> None:
+        """Remember the process group of every live process of the job."""
+        for pid in tagged_pids(self.tag):
+            try:
+                self.groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+
+    def wait_for(self, predicate, what: str, timeout: float = 40.0) -> None:
+        """Poll until ``predicate()``; fail (after stopping the job) when it does not come."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.note_groups()
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                self.fail(f"the job ended (status {self.proc.returncode}) before {what}")
+            time.sleep(0.05)
+        self.fail(f"no {what} within {timeout:g} s")
+
+    def finish(self) -> tuple[int, float]:
+        """Wait for the launcher; returns its status and the seconds since the job started."""
+        try:
+            status = self.proc.wait(timeout=JOB_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail(f"launcher still running after {JOB_TIMEOUT} s")
+        self._out.close()
+        self._err.close()
+        return status, time.monotonic() - self.start
+
+    def fail(self, message: str) -> None:
+        self.kill()
+        pytest.fail(f"{message}\nstdout:\n{self.stdout()[-3000:]}\nstderr:\n"
+                    f"{self.stderr()[-3000:]}")
+
+    def kill(self) -> None:
+        """Clean-up: SIGKILL the launcher's session and everything tagged."""
+        for pgid in self.groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        for pid in tagged_pids(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def assert_nothing_left(self) -> None:
+        """No tagged process and no live process group of the job (after the launcher ended)."""
+        assert_nothing_left(self.tag)
+        left = sorted(g for g in self.groups if group_alive(g))
+        assert not left, f"process groups still alive: {left}"
+
+
+def kill_and_check(job: Job, role: str, index: int, sig: signal.Signals,
+                   via: str = "") -> tuple[str, str]:
+    """Kill ``role index`` with ``sig``; check the launcher's error, its timing and the clean-up."""
+    pid = job_roles(job.tag)[(role, index)]
+    job.note_groups()
+    killed_at = time.monotonic()
+    os.kill(pid, sig)
+    try:
+        status, _ = job.finish()
+    finally:
+        if job.proc.poll() is None:
+            job.kill()
+    ended_after = time.monotonic() - killed_at
+    stdout, stderr = job.stdout(), job.stderr()
+    job.assert_nothing_left()
+    assert status == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith(f"error: {role} {index} ("), errors[0]
+    assert f"{sig.name}" in errors[0], errors[0]
+    if not via:   # the local launcher runs the role's process itself: its pid is named
+        assert f"(pid {pid})" in errors[0], errors[0]
+    assert "stopped the whole job" in errors[0]
+    assert "Traceback" not in stderr
+    assert ended_after < WATCHDOG_S, f"the job ended {ended_after:.1f} s after the kill"
+    return stdout, stderr
+
+
+# ---- the local launcher: every moment, both roles ------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["scheduler", "server"])
+def test_kill_during_kv_create(tmp_path, role):
+    """Worker 1 is held before kv.create; worker 0 waits inside it for the rendezvous."""
+    job = Job(["-n", "2", "-s", "1", "--timeout", "50"],
+              TOY + ["--kv-store", "dist_sync", "--create-delay", "30", "--delay-task", "1"], tmp_path)
+    job.wait_for(lambda: "task 0 creating kvstore" in job.stdout()
+                 and len(job_roles(job.tag)) == 4, "worker 0 in kv.create")
+    time.sleep(0.5)   # well inside kv.create: it cannot return before worker 1 registers
+    stdout, _ = kill_and_check(job, role, 0, signal.SIGKILL)
+    assert "rank 0 of" not in stdout and "rank 1 of" not in stdout   # kv.create never returned
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role, sig", [("scheduler", signal.SIGKILL), ("server", signal.SIGKILL),
+                                       ("scheduler", signal.SIGTERM), ("server", signal.SIGTERM)])
+def test_kill_during_training(tmp_path, role, sig):
+    """Both workers are past kv.create and training (8 batches, 1 s each)."""
+    job = Job(["-n", "2", "-s", "1", "--timeout", "50"],
+              TOY + ["--kv-store", "dist_sync", "--step-sleep", "1"], tmp_path)
+    job.wait_for(lambda: "rank 0 of 2" in job.stdout() and "rank 1 of 2" in job.stdout(),
+                 "both workers training")
+    time.sleep(1.5)
+    stdout, _ = kill_and_check(job, role, 0, sig)
+    assert "done after" not in stdout   # training did not finish
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["scheduler", "server"])
+def test_kill_during_final_save(tmp_path, role):
+    """Rank 0 finished training and holds before its save; the job ends, no partial file."""
+    out = tmp_path / "params.npz"
+    job = Job(["-n", "2", "-s", "1", "--timeout", "50"],
+              TOY + ["--kv-store", "dist_sync", "--save-sleep", "30", "--out", str(out)], tmp_path)
+    job.wait_for(lambda: "rank 0 saving" in job.stdout(), "rank 0 saving")
+    kill_and_check(job, role, 0, signal.SIGKILL)
+    assert not out.exists()
+    assert not list(tmp_path.glob("params.npz.tmp*"))   # nothing half-written left
+
+
+@pytest.mark.slow
+def test_kill_second_server_names_it(tmp_path):
+    """With two servers, the one killed is named by its index and pid."""
+    job = Job(["-n", "2", "-s", "2", "--timeout", "50"],
+              TOY + ["--kv-store", "dist_sync", "--step-sleep", "1"], tmp_path)
+    job.wait_for(lambda: "rank 1 of 2" in job.stdout() and "rank 0 of 2" in job.stdout(),
+                 "both workers training")
+    kill_and_check(job, "server", 1, signal.SIGKILL)
+
+
+# ---- the ssh launcher (dmlc_tracker): the scheduler runs here, servers through ssh ---------
+def fake_ssh(tmp_path: Path) -> tuple[Path, dict]:
+    """A hostfile and a PATH whose ``ssh`` runs the remote command on this machine."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ssh = bin_dir / "ssh"
+    ssh.write_text('#!/bin/bash\n# fake ssh: run the remote command (last argument) here\n'
+                   'exec bash -c "${@: -1}"\n')
+    ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("127.0.0.1\n")
+    return hostfile, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["scheduler", "server"])
+def test_ssh_launcher_kill_during_training(tmp_path, role):
+    hostfile, env = fake_ssh(tmp_path)
+    job = Job(["-n", "2", "-s", "1", "--launcher", "ssh", "-H", str(hostfile),
+               "--host-ip", "127.0.0.1", "--timeout", "50"],
+              TOY + ["--kv-store", "dist_sync", "--step-sleep", "1"], tmp_path, extra_env=env)
+    job.wait_for(lambda: "rank 0 of 2" in job.stdout() and "rank 1 of 2" in job.stdout(),
+                 "both workers training")
+    time.sleep(1.0)
+    _, stderr = kill_and_check(job, role, 0, signal.SIGKILL,
+                               via="" if role == "scheduler" else "ssh")
+    if role == "server":
+        assert "server 0 (ssh client, pid" in stderr
+
+
+# ---- train.py end to end -------------------------------------------------------------------
+@pytest.mark.slow
+def test_train_py_server_killed_while_training(tmp_path, synth_data):
+    """train.py --kv-store dist_sync, 2 workers: the server killed once training runs.
+
+    Epochs are 3 batches a worker here, so the kill lands in a batch or in rank 0's epoch-end
+    checkpoint write. Either way the job ends naming the server, and every checkpoint file under
+    its real name is complete: a worker stopped inside an atomic write leaves at most its hidden
+    ``.NAME.tmpPID`` file (a pull from the dead server never returns, so SIGKILL ends it there).
+    """
+    import mxnet as mx
+
+    prefix = tmp_path / "ssd"
+    train = [sys.executable, "train.py", "--train-path", synth_data.train_rec, "--val-path", "",
+             "--network", "tiny", "--data-shape", "128", "--num-class",
+             str(synth_data.num_classes), "--class-names", ",".join(synth_data.class_names),
+             "--pretrained", "", "--end-epoch", "20", "--frequent", "1", "--log", "",
+             "--batch-size", "8", "--kv-store", "dist_sync", "--prefix", str(prefix)]
+    job = Job(["-n", "2", "-s", "1", "--timeout", "55"], train, tmp_path)
+    job.wait_for(lambda: job.stdout().count("Batch [") >= 4, "training batches", timeout=45)
+    kill_and_check(job, "server", 0, signal.SIGKILL)
+    for path in tmp_path.glob("ssd_tiny_128-*.params"):
+        assert mx.nd.load(str(path)), path              # loads: never a half-written file
+    for path in tmp_path.glob("*.tmp*"):
+        assert path.name.startswith(".ssd_tiny_128-"), path
+
+
+# ---- the watchdog itself (in-process, fast) ------------------------------------------------
+def test_shell_wrapped_server_killed_is_named_with_its_signal():
+    """A role run through a shell (ssh, mpirun): the shell reports 128 + the signal."""
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, DIST_TEST_TAG=tag)
+    supervisor = Supervisor(timeout=30)
+    server = supervisor.spawn("server", 0, f"{sys.executable} -c 'import time; "
+                              "time.sleep(60)'; exit $?", env, shell=True)
+    supervisor.spawn("worker", 0, [sys.executable, "-c", "import time; time.sleep(60)"], env)
+    deadline = time.monotonic() + 10
+    child = None
+    while child is None and time.monotonic() < deadline:   # the python under the shell
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        child = int(children[0]) if children else None
+        time.sleep(0.05)
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    with pytest.raises(JobFailed, match=rf"server 0 \(pid {server.pid}\) exited with status "
+                                        r"137 \(128 \+ SIGKILL"):
+        supervisor.run()
+    assert_nothing_left(tag)
+
+
+def test_server_that_exits_cleanly_mid_job_ends_it_after_exit_grace():
+    """Status 0 from a server while workers still run: they would wait for it forever."""
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, DIST_TEST_TAG=tag)
+    supervisor = Supervisor(timeout=30, exit_grace=1.0)
+    supervisor.spawn("scheduler", 0, [sys.executable, "-c", "import time; time.sleep(60)"], env)
+    supervisor.spawn("server", 0, [sys.executable, "-c", "pass"], env)
+    supervisor.spawn("worker", 0, [sys.executable, "-c", "import time; time.sleep(60)"], env)
+    start = time.monotonic()
+    with pytest.raises(JobFailed, match=r"server 0 \(pid \d+\) exited while worker 0 "
+                                        r"\(pid \d+\) still ran 1 s later"):
+        supervisor.run()
+    assert time.monotonic() - start < 10
+    assert_nothing_left(tag)
+
+
+@pytest.mark.parametrize("status, text", [
+    (-9, "was killed by signal SIGKILL"),
+    (-15, "was killed by signal SIGTERM"),
+    (1, "exited with status 1"),
+    (137, "exited with status 137 (128 + SIGKILL: how a shell or ssh reports a process "
+          "killed by SIGKILL)"),
+    (143, "exited with status 143 (128 + SIGTERM"),
+    (255, "exited with status 255"),
+])
+def test_describe_status_names_the_signal(status, text):
+    assert describe_status(status).startswith(text)
