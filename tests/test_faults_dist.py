@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.dist_utils import JobFailed, Supervisor, describe_status
+from tools.dist_utils import JobFailed, Supervisor, describe_status, die_with_parent_prefix
 from tests.test_distributed import LAUNCH, REPO, TOY, assert_nothing_left, tagged_pids
 
 JOB_TIMEOUT = 60   # hard limit of one launcher run, seconds
@@ -73,13 +73,21 @@ def _is_ancestor(ancestor: int, pid: int) -> bool:
     return False
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process (zombies included) is in process group ``pgid``."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (zombies not counted: a zombie
+    whose parent died waits for PID 1 to reap it, and it runs nothing)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":   # state, ppid, pgrp
+            members.append(int(entry))
+    return members
 
 
 class Job:
@@ -92,10 +100,11 @@ class Job:
         argv = (LAUNCH + launcher_args + ["--env", f"DIST_TEST_TAG={self.tag}",
                                           "--env", "OMP_NUM_THREADS=1"] + command)
         self.out_path, self.err_path = tmp / "launch.out", tmp / "launch.err"
-        self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
         self.start = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._out,
-                                     stderr=self._err, start_new_session=True)
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            # the launcher writes through its own copies of the descriptors
+            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=err,
+                                         start_new_session=True)
         self.groups: set[int] = {self.proc.pid}
 
     def stdout(self) -> str:
@@ -130,8 +139,6 @@ class Job:
             status = self.proc.wait(timeout=JOB_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.fail(f"launcher still running after {JOB_TIMEOUT} s")
-        self._out.close()
-        self._err.close()
         return status, time.monotonic() - self.start
 
     def fail(self, message: str) -> None:
@@ -156,8 +163,8 @@ class Job:
     def assert_nothing_left(self) -> None:
         """No tagged process and no live process group of the job (after the launcher ended)."""
         assert_nothing_left(self.tag)
-        left = sorted(g for g in self.groups if group_alive(g))
-        assert not left, f"process groups still alive: {left}"
+        left = {g: group_members(g) for g in self.groups if group_members(g)}
+        assert not left, f"process groups still holding processes: {left}"
 
 
 def kill_and_check(job: Job, role: str, index: int, sig: signal.Signals,
@@ -295,6 +302,25 @@ def test_train_py_server_killed_while_training(tmp_path, synth_data):
     for path in tmp_path.glob("*.tmp*"):
         assert path.name.startswith(".ssd_tiny_128-"), path
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(not die_with_parent_prefix(), reason="no setpriv --pdeathsig here")
+def test_launcher_killed_with_sigkill_leaves_nothing(tmp_path):
+    """SIGKILL to the launcher itself (the watchdog cannot run): the kernel ends its children.
+
+    The job is silent for 40 s (8 batches of 5 s), so nothing would die of a broken pipe.
+    """
+    job = Job(["-n", "2", "-s", "1", "--timeout", "50"],
+              TOY + ["--kv-store", "dist_sync", "--step-sleep", "5"], tmp_path)
+    job.wait_for(lambda: "rank 0 of 2" in job.stdout() and "rank 1 of 2" in job.stdout()
+                 and len(job_roles(job.tag)) == 4, "both workers training")
+    job.note_groups()
+    os.kill(job.proc.pid, signal.SIGKILL)
+    job.proc.wait()
+    deadline = time.monotonic() + 5.0
+    while tagged_pids(job.tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job.assert_nothing_left()
 
 # ---- the watchdog itself (in-process, fast) ------------------------------------------------
 def test_shell_wrapped_server_killed_is_named_with_its_signal():

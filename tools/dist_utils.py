@@ -16,11 +16,14 @@ and ends the whole job, every process group of it, as soon as
   interpreter exit instead of exiting with status 1 (measured with mxnet 1.9.1).
 
 The error (:class:`JobFailed`) names the process: role, index, pid and exit status.
+Each process is started through ``setpriv --pdeathsig KILL`` where available, so that even a
+launcher killed with SIGKILL leaves none of them behind.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,6 +76,38 @@ class JobProcess:
         """``worker 1 (pid 1234)`` or ``worker 1 (ssh client, pid 1234)``."""
         via = f"{self.via} client, " if self.via else ""
         return f"{self.role} {self.index} ({via}pid {self.pid})"
+
+
+_PDEATHSIG_PREFIX: list[str] | None = None
+
+
+def die_with_parent_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL --`` when util-linux's setpriv supports it, else ``[]``.
+
+    Every process of a job runs in its own session, so a launcher killed with SIGKILL (which
+    it cannot catch) would leave them running: workers until their next output line (a
+    broken pipe), the scheduler and servers until then too. Started through
+    ``setpriv --pdeathsig KILL``, which sets PR_SET_PDEATHSIG and then execs the command
+    (same pid), each direct child gets SIGKILL from the kernel when the launcher thread that
+    started it ends. A shell-wrapped command (ssh, mpirun) has only the shell covered.
+    """
+    global _PDEATHSIG_PREFIX
+    if _PDEATHSIG_PREFIX is None:
+        _PDEATHSIG_PREFIX = []
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            try:
+                probe = subprocess.run([setpriv, "--pdeathsig", "KILL", "--", "true"],
+                                       stdin=subprocess.DEVNULL, capture_output=True,
+                                       timeout=10)
+                if probe.returncode == 0:
+                    _PDEATHSIG_PREFIX = [setpriv, "--pdeathsig", "KILL", "--"]
+            except (OSError, subprocess.SubprocessError):
+                pass
+        if not _PDEATHSIG_PREFIX:
+            logger.info("setpriv --pdeathsig is not available: the job's processes outlive a "
+                        "launcher killed with SIGKILL")
+    return list(_PDEATHSIG_PREFIX)
 
 
 def describe_status(returncode: int) -> str:
@@ -152,10 +187,10 @@ class Supervisor:
         with self._lock:
             if self._stopping:
                 raise JobInterrupted(f"not starting {role} {index}: the job is being stopped")
-            popen = subprocess.Popen(command, env=env, shell=shell, start_new_session=True,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT,
-                                     executable="/bin/bash" if shell else None)
+            argv = ["/bin/bash", "-c", command] if shell else list(command)
+            popen = subprocess.Popen(die_with_parent_prefix() + argv, env=env,
+                                     start_new_session=True, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             proc = JobProcess(role=role, index=index, popen=popen, via=via)
             self.processes.append(proc)
         logger.info("started %s", proc.describe())
