@@ -16,13 +16,27 @@ Example (about 5 minutes on 2 CPU cores)::
 
     python -m benchmarks.soak --workdir /tmp/soak --epochs 6 --interrupts 3
 
-Exit status: 0 when every segment behaved and ``|mAP difference| <= --tolerance``, 1 otherwise.
+Memory soak (``--straight MINUTES``): only straight runs, each stopped with SIGINT after
+MINUTES of training, for a long look at resident memory: the ``baseline`` leg and one more leg
+per ``--leg NAME:KEY=VALUE,...`` (the same command with extra environment variables, e.g. an
+allocator setting), all at once with one OpenMP thread each. The summary gives, per leg, the
+RSS against time and against completed epochs (read from the training log) and the slope in
+each quarter of the run, to see whether growth flattens::
+
+    nice -n 15 python -m benchmarks.soak --workdir /tmp/soak2h --num-train 600 --num-val 150 \
+        --data-shape 160 --epochs 2000 --straight 110 \
+        --leg malloc_tuned:MALLOC_ARENA_MAX=2,MALLOC_MMAP_THRESHOLD_=131072,MALLOC_TRIM_THRESHOLD_=131072
+
+Exit status: 0 when every segment behaved and ``|mAP difference| <= --tolerance`` (with
+``--straight``: every leg ran to its SIGINT or its last epoch, exit 130 or 0, no traceback),
+1 otherwise, 2 for bad flags.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -64,7 +78,34 @@ def get_parser() -> argparse.ArgumentParser:
                         "training time / (interrupts + 1))")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="largest accepted |mAP difference| between the runs (default 0.05)")
+    p.add_argument("--straight", type=float, default=None, metavar="MINUTES",
+                   help="memory soak: straight runs only (no interrupted run, no mAP "
+                        "comparison), each stopped with SIGINT after MINUTES of training")
+    p.add_argument("--leg", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="with --straight: one more straight run beside the baseline, with "
+                        "these environment variables (repeatable)")
     return p
+
+
+def parse_leg(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` of ``--leg`` into ``(NAME, {KEY: VALUE})``.
+
+    Raises
+    ------
+    ValueError
+        The name is not a word, or an item is not ``KEY=VALUE`` with KEY a variable name.
+    """
+    name, sep, items = text.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", name) or name == "baseline":
+        raise ValueError(f"--leg {text!r}: expected NAME:KEY=VALUE,... with NAME a word other "
+                         "than 'baseline'")
+    env = {}
+    for item in items.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"--leg {text!r}: {item!r} is not KEY=VALUE")
+        env[key] = value
+    return name, env
 
 
 def make_synthetic(workdir: str, num_train: int, num_val: int, classes: list[str]
@@ -99,10 +140,11 @@ def read_rss_mb(pid: int) -> float | None:
 
 def run_segment(cmd: list[str], log_path: str, interrupt_after_s: float | None,
                 samples: list, label: str, clock0: float, sample_s: float,
-                timeout_s: float) -> dict:
+                timeout_s: float, env_extra: dict[str, str] | None = None) -> dict:
     """Run one training process; SIGINT it after ``interrupt_after_s`` of batches running."""
     env = dict(os.environ, MPLBACKEND="Agg")
     env.setdefault("OMP_NUM_THREADS", "2")
+    env.update(env_extra or {})
     start = time.time()
     # stderr goes to a file, not a pipe: an undrained pipe fills (64 KiB of log lines) and
     # blocks the training process in write() for as long as this loop polls
@@ -199,6 +241,100 @@ def run_clock(rows: list) -> list[float]:
     return times
 
 
+def epoch_end_times(log_path: str, clock0: float, log_start: int = 0) -> list[float]:
+    """Seconds after ``clock0`` at which each epoch's training ended (``Time cost=`` lines).
+
+    The log's timestamps are local time with milliseconds (``fit.LOG_FORMAT``); the list is in
+    epoch order, one entry per epoch completed, counted from byte ``log_start`` of the log.
+    """
+    times = []
+    if not os.path.isfile(log_path):
+        return times
+    pattern = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*Epoch\[\d+\] Time cost=")
+    with open(log_path) as f:
+        f.seek(log_start)
+        for line in f:
+            match = pattern.match(line)
+            if match:
+                stamp = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
+                times.append(stamp + int(match.group(2)) / 1000.0 - clock0)
+    return times
+
+
+def quarter_slopes(rows: list, epoch_times: list[float]) -> dict:
+    """RSS of one straight leg against time and epochs, by quarter of its samples.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The leg's samples (``t`` seconds after the soak began, ``rss_mb``), in time order.
+    epoch_times : list of float
+        When each epoch ended, in the same clock (:func:`epoch_end_times`).
+
+    Returns
+    -------
+    dict
+        ``minutes``, ``epochs``, ``peak_mb``, ``tenths_mb`` (mean RSS of each tenth of the
+        samples) and ``quarters``: for each quarter its span in minutes and epochs, mean RSS
+        and least-squares slope in MiB per 10 minutes and per 100 epochs (epochs interpolated
+        between epoch ends). Empty when there are fewer than 8 samples.
+    """
+    import numpy as np
+    if len(rows) < 8:
+        return {}
+    t = np.array([r["t"] for r in rows], dtype=float)
+    v = np.array([r["rss_mb"] for r in rows], dtype=float)
+    minutes = (t - t[0]) / 60.0
+    ends = np.asarray(epoch_times, dtype=float)
+    if len(ends):
+        epochs = np.interp(t, np.concatenate([[t[0]], ends]), np.arange(len(ends) + 1.0))
+    else:
+        epochs = np.zeros_like(t)
+    quarters = []
+    for part in np.array_split(np.arange(len(v)), 4):
+        q_min, q_ep, q_v = minutes[part], epochs[part], v[part]
+        entry = {"minutes": [round(float(q_min[0]), 1), round(float(q_min[-1]), 1)],
+                 "epochs": [round(float(q_ep[0]), 1), round(float(q_ep[-1]), 1)],
+                 "mean_mb": round(float(q_v.mean()), 1),
+                 "mb_per_10min": round(float(np.polyfit(q_min, q_v, 1)[0]) * 10.0, 2)}
+        if q_ep[-1] - q_ep[0] >= 1.0:
+            entry["mb_per_100_epochs"] = round(float(np.polyfit(q_ep, q_v, 1)[0]) * 100.0, 2)
+        quarters.append(entry)
+    return {"minutes": round(float(minutes[-1]), 1), "epochs": len(ends),
+            "peak_mb": float(v.max()),
+            "tenths_mb": [round(float(chunk.mean()), 1) for chunk in np.array_split(v, 10)],
+            "quarters": quarters}
+
+
+def plot_straight(samples: list, legs: list[str], epoch_times: dict, path: str) -> None:
+    """RSS of each straight leg against time and against completed epochs, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for name in legs:
+        rows = [s for s in samples if s["segment"] == name]
+        if not rows:
+            continue
+        t = np.array([r["t"] for r in rows])
+        v = [r["rss_mb"] for r in rows]
+        ends = np.asarray(epoch_times.get(name, []), dtype=float)
+        ax_t.plot((t - t[0]) / 60.0, v, lw=0.5, label=name)
+        if len(ends):
+            epochs = np.interp(t, np.concatenate([[t[0]], ends]), np.arange(len(ends) + 1.0))
+            ax_e.plot(epochs, v, lw=0.5, label=name)
+    ax_t.set_xlabel("training process time (min)")
+    ax_e.set_xlabel("epochs completed")
+    ax_t.set_ylabel("resident memory (MiB)")
+    ax_t.set_ylim(bottom=0)
+    ax_e.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Memory soak: resident memory of straight training runs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_rss(samples: list, path: str) -> None:
     """Resident memory of both runs over their own running time, as a PNG."""
     import matplotlib
@@ -227,6 +363,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --epochs {args.epochs} must be >= 1 and --interrupts {args.interrupts} "
               f">= 0", file=sys.stderr)
         return 2
+    try:
+        extra_legs = [parse_leg(text) for text in args.leg]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.straight is not None and args.straight <= 0:
+        print(f"error: --straight {args.straight:g}: minutes must be > 0", file=sys.stderr)
+        return 2
+    if extra_legs and args.straight is None:
+        print("error: --leg needs --straight MINUTES", file=sys.stderr)
+        return 2
+    if len({name for name, _ in extra_legs}) != len(extra_legs):
+        print("error: --leg names must differ", file=sys.stderr)
+        return 2
     if args.parallel and args.interrupt_every <= 0:
         print("error: --parallel needs --interrupt-every SECONDS (the baseline's time is not "
               "known in advance)", file=sys.stderr)
@@ -253,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                "--frequent", "1", "--prefix", prefix, "--log", log, *extra]
         return cmd, log, f"{prefix}_{args.network}_{args.data_shape}"
 
+    if args.straight is not None:
+        return straight_soak(args, workdir, command, [("baseline", {})] + extra_legs)
     samples: list = []
     clock0 = time.time()
     cmd, log, base_prefix = command("baseline")
@@ -306,6 +458,46 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in summary.items()
                       if k not in ("rss_samples", "baseline", "segments")}, indent=1))
     return 0 if summary["passed"] else 1
+
+
+def straight_soak(args: argparse.Namespace, workdir: str, command, legs: list) -> int:
+    """Run the straight legs at once, each stopped after ``--straight`` minutes of training.
+
+    Returns 0 when every leg exited 130 (stopped) or 0 (ran out of epochs) without a traceback.
+    """
+    if len(legs) > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+    samples: list = []
+    results: dict = {}
+    clock0 = time.time()
+    threads, logs = [], {}
+    for name, env in legs:
+        cmd, log, _ = command(name)
+        logs[name] = (log, os.path.getsize(log) if os.path.isfile(log) else 0)
+        print(f"{name}:", " ".join(f"{k}={v}" for k, v in env.items()), shlex.join(cmd),
+              flush=True)
+        thread = threading.Thread(target=lambda n=name, c=cmd, lg=log, e=env: results.update(
+            {n: run_segment(c, lg, args.straight * 60.0, samples, n, clock0, args.sample_s,
+                            args.straight * 60.0 + 3600.0, env_extra=e)}))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    names = [name for name, _ in legs]
+    epoch_times = {n: epoch_end_times(logs[n][0], clock0, logs[n][1]) for n in names}
+    memory = {n: quarter_slopes([s for s in samples if s["segment"] == n], epoch_times[n])
+              for n in names}
+    passed = all(results[n]["returncode"] in (0, 130) and not results[n]["traceback"]
+                 for n in names)
+    summary = {"straight_minutes": args.straight, "legs": {n: dict(legs)[n] for n in names},
+               "runs": results, "memory": memory, "passed": passed, "rss_samples": samples,
+               "epoch_end_times": epoch_times}
+    with open(os.path.join(workdir, "soak.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    plot_straight(samples, names, epoch_times, os.path.join(workdir, "soak_rss.png"))
+    print(json.dumps({"legs": summary["legs"], "memory": memory, "passed": passed,
+                      "exit": {n: results[n]["returncode"] for n in names}}, indent=1))
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
