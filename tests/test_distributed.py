@@ -132,22 +132,28 @@ def test_dist_async_runs_to_completion(tmp_path, single_params):
     assert all(np.isfinite(params[name]).all() for name in params.files)
 
 
-def test_ssh_launcher_through_dmlc_tracker(tmp_path, single_params):
-    """--launcher ssh runs dmlc_tracker's ssh submit (patched); a fake ssh runs locally."""
+def fake_ssh(tmp_path: Path, hosts: str) -> tuple[Path, dict]:
+    """A hostfile holding ``hosts`` and an environment whose ``ssh`` runs the command here."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake_ssh = bin_dir / "ssh"
-    fake_ssh.write_text('#!/bin/bash\n# fake ssh: run the remote command (last argument) here\n'
-                        'exec bash -c "${@: -1}"\n')
-    fake_ssh.chmod(fake_ssh.stat().st_mode | stat.S_IXUSR)
+    ssh = bin_dir / "ssh"
+    ssh.write_text('#!/bin/bash\n# fake ssh: run the remote command (last argument) here\n'
+                   'exec bash -c "${@: -1}"\n')
+    ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
     hostfile = tmp_path / "hosts"
-    hostfile.write_text("127.0.0.1\n127.0.0.1:22 # same machine twice\n")
+    hostfile.write_text(hosts)
+    return hostfile, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_ssh_launcher_through_dmlc_tracker(tmp_path, single_params):
+    """--launcher ssh runs dmlc_tracker's ssh submit (patched); a fake ssh runs locally."""
+    hostfile, env = fake_ssh(tmp_path, "127.0.0.1\n127.0.0.1:22 # same machine twice\n")
     out = tmp_path / "ssh.npz"
     status, stdout, stderr, _ = launch(
         ["-n", "2", "-s", "1", "--launcher", "ssh", "-H", str(hostfile),
          "--host-ip", "127.0.0.1", "--timeout", "50"],
         TOY + ["--kv-store", "dist_sync", "--batch-size", "8", "--out", str(out)],
-        extra_env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        extra_env=env)
     assert status == 0, stderr
     assert "started worker 1 (ssh client" in stderr
     assert max_param_diff(out, single_params) < 1e-5

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from tools.dist_utils import JobFailed, Supervisor, describe_status, die_with_parent_prefix
-from tests.test_distributed import LAUNCH, REPO, TOY, assert_nothing_left, tagged_pids
+from tests.test_distributed import (LAUNCH, REPO, TOY, assert_nothing_left, fake_ssh,
+                                    tagged_pids)
 
 JOB_TIMEOUT = 60   # hard limit of one launcher run, seconds
 WATCHDOG_S = 8.0   # the launcher must end the job this soon after the kill (poll 0.2 s, TERM 3 s)
@@ -203,7 +202,8 @@ def kill_and_check(job: Job, role: str, index: int, sig: signal.Signals,
 def test_kill_during_kv_create(tmp_path, role):
     """Worker 1 is held before kv.create; worker 0 waits inside it for the rendezvous."""
     job = Job(["-n", "2", "-s", "1", "--timeout", "50"],
-              TOY + ["--kv-store", "dist_sync", "--create-delay", "30", "--delay-task", "1"], tmp_path)
+              TOY + ["--kv-store", "dist_sync", "--create-delay", "30", "--delay-task", "1"],
+              tmp_path)
     job.wait_for(lambda: "task 0 creating kvstore" in job.stdout()
                  and len(job_roles(job.tag)) == 4, "worker 0 in kv.create")
     time.sleep(0.5)   # well inside kv.create: it cannot return before worker 1 registers
@@ -249,23 +249,10 @@ def test_kill_second_server_names_it(tmp_path):
 
 
 # ---- the ssh launcher (dmlc_tracker): the scheduler runs here, servers through ssh ---------
-def fake_ssh(tmp_path: Path) -> tuple[Path, dict]:
-    """A hostfile and a PATH whose ``ssh`` runs the remote command on this machine."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    ssh = bin_dir / "ssh"
-    ssh.write_text('#!/bin/bash\n# fake ssh: run the remote command (last argument) here\n'
-                   'exec bash -c "${@: -1}"\n')
-    ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
-    hostfile = tmp_path / "hosts"
-    hostfile.write_text("127.0.0.1\n")
-    return hostfile, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("role", ["scheduler", "server"])
 def test_ssh_launcher_kill_during_training(tmp_path, role):
-    hostfile, env = fake_ssh(tmp_path)
+    hostfile, env = fake_ssh(tmp_path, "127.0.0.1\n")
     job = Job(["-n", "2", "-s", "1", "--launcher", "ssh", "-H", str(hostfile),
                "--host-ip", "127.0.0.1", "--timeout", "50"],
               TOY + ["--kv-store", "dist_sync", "--step-sleep", "1"], tmp_path, extra_env=env)
