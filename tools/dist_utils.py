@@ -187,7 +187,10 @@ class Supervisor:
         with self._lock:
             if self._stopping:
                 raise JobInterrupted(f"not starting {role} {index}: the job is being stopped")
-            argv = ["/bin/bash", "-c", command] if shell else list(command)
+            if shell:
+                argv = ["/bin/bash", "-c", command]
+            else:
+                argv = [command] if isinstance(command, str) else list(command)
             popen = subprocess.Popen(die_with_parent_prefix() + argv, env=env,
                                      start_new_session=True, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
