@@ -138,6 +138,29 @@ def scan_labels(rec_path: str) -> LabelStats:
                       class_counts=dict(sorted(counts.items())))
 
 
+def read_labels(rec_path: str) -> list[np.ndarray]:
+    """Every record's objects (not the images), in ``.idx`` order.
+
+    Returns
+    -------
+    list of np.ndarray
+        One float32 ``(num_objects, W)`` array per record, rows ``[cls, x1, y1, x2, y2(,
+        difficult)]`` normalised to [0, 1]; padding rows (class < 0) removed.
+    """
+    idx_path = _check_rec(rec_path)
+    entries = read_idx(idx_path)
+    if not entries:
+        raise ValueError(f"index file {idx_path} is empty")
+    file_size = os.path.getsize(rec_path)
+    labels = []
+    with open(rec_path, "rb") as f:
+        for key, offset in entries:
+            label = _read_label(f, rec_path, file_size, key, offset)
+            objects = label[2:].reshape(-1, int(label[1]))  # (len-2,) -> (N, W)
+            labels.append(objects[objects[:, 0] >= 0].astype(np.float32))
+    return labels
+
+
 def label_pad_width(stats_list: list[LabelStats]) -> int:
     """Smallest ``label_pad_width`` that fits every file given (train and val share it).
 

@@ -2,7 +2,8 @@
 
 Same output as ``im2rec.py --pack-label``: every record holds ``IRHeader(flag=len(label),
 label=float32 [2, W, obj...], id=idx, id2=0)`` followed by the image re-encoded as JPEG
-(quality 95). Images are decoded and encoded by ``--num-thread`` worker processes; records are
+(quality 95). Images are decoded as stored (EXIF orientation ignored: labels refer to the
+stored pixels, see ``dataset/image_info.py``), grayscale/CMYK/PNG as 3-channel colour. Images are decoded and encoded by ``--num-thread`` worker processes; records are
 written in ``.lst`` order. ``--resize N`` shrinks images whose LONGER side exceeds N px so that
 it becomes N (aspect kept, never upscaled; labels are normalised so they do not change).
 Files are written as ``<name>.rec.tmp`` / ``<name>.idx.tmp`` and renamed when complete.
@@ -31,7 +32,8 @@ logger = logging.getLogger("pack_rec")
 def _encode(job: tuple[str, int, int]) -> tuple[bytes | None, str]:
     """Worker: read, optionally shrink, and JPEG-encode one image (no mxnet needed here)."""
     path, resize, quality = job
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    # boxes refer to the stored pixels (dataset/image_info.py): never apply EXIF orientation
+    img = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         return None, path
     if resize > 0 and max(img.shape[:2]) > resize:

@@ -103,7 +103,23 @@ def format_summary(summary: dict) -> str:
     lines.append(f"checks: {summary['clipped_boxes']} box(es) clipped, {summary['dropped_boxes']} "
                  f"dropped (no size), {summary['ignored_unknown']} of unknown classes ignored, "
                  f"{summary['empty_images']} image(s) without objects skipped")
+    histogram = summary.get("box_size_histogram", {})
+    if histogram:
+        lines.append("box sizes (sqrt of the box area, fraction of the image side): "
+                     + ", ".join(f"{span}: {count}" for span, count in histogram.items()))
+    fixes = summary.get("fixes", {})
+    if fixes:
+        lines.append("read anyway: " + ", ".join(f"{count} {_FIX_NAMES.get(kind, kind)}"
+                                                 for kind, count in sorted(fixes.items())))
+    skipped = summary.get("skipped_images", [])
+    lines.append(f"images skipped: {len(skipped)}")
+    lines += [f"  {path}: {why}" for path, why in skipped]
     return "\n".join(lines)
+
+
+_FIX_NAMES = {"size_from_image": "without a usable <size> (took the image's)",
+              "exif_turned": "annotated on the EXIF-turned photo (boxes mapped back)",
+              "resized": "resized after labelling (boxes scaled)"}
 
 
 def prepare_dataset(dataset: str, image_set: str | list[str], root: str, target: str,

@@ -1,0 +1,197 @@
+"""Real photographs: LabelImg/photo quirks read correctly, the anchor tool, and the raccoon path.
+
+The end-to-end test reads ``../shared/data/raccoon`` (200 LabelImg-annotated photos, see its
+README); it is skipped, with the reason, where that folder is absent.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataset.image_info import boxes_to_stored, read_image_info
+from dataset.imdb import CheckReport
+from dataset.pascal_voc import PascalVoc, parse_voc_xml
+from tools import anchors as anchor_tool
+from tools.prepare_dataset import format_summary, prepare_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RACCOON = os.path.join(REPO, "..", "shared", "data", "raccoon")
+EXIF_ORIENTATION = 0x0112
+
+
+def _xml(stem: str, width: int, height: int, boxes: list, filename: str = "elsewhere.jpg") -> str:
+    """A LabelImg-style annotation: <path>/<filename> of the labeller's own files, verified=."""
+    objects = "".join(
+        f"<object><name>cat</name><pose>Unspecified</pose><truncated>0</truncated>"
+        f"<difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for b in boxes)
+    return (f'<annotation verified="yes"><folder>images</folder><filename>{filename}</filename>'
+            f"<path>C:\\Users\\someone\\Desktop\\{filename}</path><source><database>Unknown"
+            f"</database></source><size><width>{width}</width><height>{height}</height>"
+            f"<depth>3</depth></size><segmented>0</segmented>{objects}</annotation>")
+
+
+def _photo(width: int, height: int, box: tuple, mode: str = "RGB") -> Image.Image:
+    """A grey photo with a white rectangle on the stored pixels (x1, y1, x2, y2 exclusive)."""
+    pixels = np.full((height, width, 3), 60, np.uint8)
+    pixels[box[1]:box[3], box[0]:box[2]] = 255
+    img = Image.fromarray(pixels)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def _white_box(img: np.ndarray) -> tuple:
+    """(x1, y1, x2, y2) normalised extent of the bright pixels of a decoded image."""
+    ys, xs = np.nonzero(img.reshape(img.shape[0], img.shape[1], -1).max(axis=2) > 200)
+    h, w = img.shape[:2]
+    return xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_boxes_drawn_on_the_turned_photo_map_to_the_stored_pixels(orientation):
+    stored = _photo(120, 80, (10, 20, 50, 40))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    stored.info["exif"] = exif.tobytes()
+    stored.getexif()[EXIF_ORIENTATION] = orientation
+    from PIL import ImageOps
+    shown = np.asarray(ImageOps.exif_transpose(stored))
+    box_on_shown = np.array([_white_box(shown)])
+    np.testing.assert_allclose(boxes_to_stored(box_on_shown, orientation),
+                               [[10 / 120, 20 / 80, 50 / 120, 40 / 80]], atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def quirky_voc(tmp_path_factory):
+    """A VOC folder of photos with LabelImg and camera quirks, each box on a white rectangle."""
+    root = tmp_path_factory.mktemp("quirky") / "VOCdevkit"
+    voc = root / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True)
+    cases = {}
+
+    def add(stem, img, xml, ext=".jpg", **save):
+        img.save(voc / "JPEGImages" / f"{stem}{ext}", **save)
+        (voc / "Annotations" / f"{stem}.xml").write_text(xml)
+        cases[stem] = voc / "JPEGImages" / f"{stem}{ext}"
+
+    add("plain", _photo(160, 120, (16, 24, 80, 96)), _xml("plain", 160, 120, [(17, 25, 80, 96)]))
+    # phone photo stored 160x120 with orientation 6: shown (and labelled) as 120x160
+    turned = _photo(160, 120, (40, 30, 120, 90))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    shown_box = _white_box(np.asarray(turned.transpose(Image.Transpose.ROTATE_270)))
+    b = [round(shown_box[0] * 120) + 1, round(shown_box[1] * 160) + 1,
+         round(shown_box[2] * 120), round(shown_box[3] * 160)]
+    add("turned", turned, _xml("turned", 120, 160, [b]), exif=exif.tobytes())
+    # labelled at 320x240, the file was then resized to 160x120
+    add("resized", _photo(160, 120, (16, 24, 80, 96)), _xml("resized", 320, 240, [(33, 49, 160, 192)]))
+    # LabelImg wrote <width>0</width>
+    add("zerosize", _photo(160, 120, (16, 24, 80, 96)), _xml("zerosize", 0, 0, [(17, 25, 80, 96)]))
+    add("gray", _photo(160, 120, (16, 24, 80, 96), "L"), _xml("gray", 160, 120, [(17, 25, 80, 96)]))
+    add("cmyk", _photo(160, 120, (16, 24, 80, 96), "CMYK"), _xml("cmyk", 160, 120, [(17, 25, 80, 96)]))
+    add("png", _photo(160, 120, (16, 24, 80, 96), "RGBA"), _xml("png", 160, 120, [(17, 25, 80, 96)]),
+        ext=".png")
+    # a size that fits nothing: skipped with the reason
+    add("wrongsize", _photo(160, 120, (16, 24, 80, 96)), _xml("wrongsize", 100, 100, [(17, 25, 80, 96)]))
+    # a JPEG cut short
+    add("cut", _photo(160, 120, (16, 24, 80, 96)), _xml("cut", 160, 120, [(17, 25, 80, 96)]))
+    data = cases["cut"].read_bytes()
+    cases["cut"].write_bytes(data[: len(data) * 2 // 3])
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(cases) + "\n")
+    return root, cases
+
+
+def test_photo_quirks_are_read_or_skipped_with_the_reason(quirky_voc, tmp_path, capsys):
+    root, cases = quirky_voc
+    summary = prepare_dataset("pascal", "trainval", str(root), str(tmp_path / "q.lst"),
+                              year="2007", shuffle=False, class_names=["cat"], progress=False)
+    skipped = dict(summary["skipped_images"])
+    assert set(skipped) == {str(cases["wrongsize"]), str(cases["cut"])}
+    assert "truncated JPEG" in skipped[str(cases["cut"])]
+    assert "100x100" in skipped[str(cases["wrongsize"])] and "160x120" in skipped[str(cases["wrongsize"])]
+    assert summary["num_listed"] == 7
+    assert summary["fixes"]["exif_turned"] == 1 and summary["fixes"]["resized"] == 1
+    assert summary["fixes"]["size_from_image"] == 1
+    text = format_summary(summary)
+    assert "images skipped: 2" in text and "box sizes" in text and "truncated JPEG" in text
+    # every packed record: the label lies on the white rectangle of the packed pixels
+    reader = mx.recordio.MXIndexedRecordIO(str(tmp_path / "q.idx"), str(tmp_path / "q.rec"), "r")
+    for key in reader.keys:
+        header, img = mx.recordio.unpack_img(reader.read_idx(key))
+        label = np.asarray(header.label)[2:].reshape(-1, 6)   # (len-2,) -> (N, 6)
+        np.testing.assert_allclose(label[0, 1:5], _white_box(img), atol=0.02)
+    reader.close()
+
+
+def test_image_info_reads_orientation_and_truncation(quirky_voc):
+    _, cases = quirky_voc
+    turned = read_image_info(str(cases["turned"]))
+    assert (turned.width, turned.height, turned.orientation) == (160, 120, 6)
+    assert turned.shown_size == (120, 160) and not turned.truncated
+    assert read_image_info(str(cases["cut"])).truncated
+    assert read_image_info(str(cases["cmyk"])).mode == "CMYK"
+
+
+def test_xml_size_is_trusted_without_the_image(tmp_path):
+    path = tmp_path / "a.xml"
+    path.write_text(_xml("a", 200, 100, [(1, 1, 100, 50)]))
+    label = parse_voc_xml(str(path), ["cat"], CheckReport())
+    np.testing.assert_allclose(label[0, 1:5], [0, 0, 0.5, 0.5])
+
+
+def test_pascal_voc_finds_png_and_jpeg_extensions(quirky_voc):
+    root, cases = quirky_voc
+    db = PascalVoc("trainval", "2007", str(root), class_names=["cat"])
+    paths = [db.image_path_from_index(i) for i in range(db.num_images)]
+    assert str(cases["png"]) in paths and len(paths) == 7
+
+
+# ---------------------------------------------------------------------------------- anchors
+def test_coverage_counts_boxes_with_an_anchor_at_the_threshold():
+    layers = anchor_tool.layer_anchors("tiny", 160)
+    every = np.concatenate([layer["anchors"] for layer in layers])
+    boxes = np.array([every[0], every[len(every) // 2], [0.0, 0.0, 0.02, 0.9]])
+    boxes = np.clip(boxes, 0, 1)
+    result = anchor_tool.coverage(boxes, layers, thresh=0.5)
+    assert result["boxes"] == 3
+    # the thin sliver matches no anchor; the two clipped anchor boxes match at least themselves
+    best = anchor_tool.iou(boxes, every).max(axis=1)
+    assert result["covered"] == int((best >= 0.5).sum()) and best[2] < 0.5
+    assert sum(layer["covered"] >= 0 for layer in result["per_layer"]) == len(layers)
+
+
+def test_proposed_anchors_cover_more_small_boxes_than_the_preset():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0.1, 0.9, size=(300, 2))
+    sides = rng.uniform(0.04, 0.07, size=(300, 1)) * [1.0, 2.5]     # small, tall boxes
+    boxes = np.clip(np.concatenate([centres - sides / 2, centres + sides / 2], axis=1), 0, 1)
+    before = anchor_tool.coverage(boxes, anchor_tool.layer_anchors("tiny", 160))
+    sizes, ratios = anchor_tool.propose_anchors(boxes, "tiny", 160)
+    after = anchor_tool.coverage(boxes, anchor_tool.layer_anchors("tiny", 160, sizes, ratios))
+    assert after["covered"] > before["covered"]
+    assert ratios[0][0] == pytest.approx(0.4, rel=0.2)                   # width / height ~ 1/2.5
+    assert all(a[0] <= b[0] for a, b in zip(sizes, sizes[1:]))         # sizes grow with the map
+
+
+def test_anchor_tool_runs_by_path_and_as_module(synth_data, tmp_path):
+    out = tmp_path / "anchors.json"
+    for cmd in ([sys.executable, "tools/anchors.py"], [sys.executable, "-m", "tools.anchors"]):
+        proc = subprocess.run(cmd + [synth_data.train_rec, "--data-shape", "160",
+                                     "--output", str(out)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "preset tiny" in proc.stdout and "proposed anchors" in proc.stdout
+    content = json.loads(out.read_text())
+    assert content["coverage_after"] >= content["coverage_before"]
+    assert len(content["sizes"]) == len(content["ratios"]) == 5
+
+
+def test_anchor_tool_names_a_bad_file(tmp_path):
+    proc = subprocess.run([sys.executable, "tools/anchors.py", str(tmp_path / "none.rec")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "none" in proc.stderr and "Traceback" not in proc.stderr
