@@ -16,7 +16,7 @@ from PIL import Image
 from dataset.image_info import boxes_to_stored, read_image_info
 from dataset.imdb import CheckReport
 from dataset.pascal_voc import PascalVoc, parse_voc_xml
-from tools import anchors as anchor_tool
+from symbol import anchors as anchor_tool
 from tools.prepare_dataset import format_summary, prepare_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
