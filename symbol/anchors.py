@@ -89,6 +89,18 @@ def iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return inter / (area_b[:, None] + area_a[None, :] - inter)
 
 
+def _layer_match(boxes: np.ndarray, anchors: np.ndarray, thresh: float,
+                 chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(G,) best IoU and (G,) count of anchors at ``thresh``, in chunks of boxes (memory)."""
+    best = np.zeros(len(boxes))
+    count = np.zeros(len(boxes), dtype=np.int64)
+    for start in range(0, len(boxes), chunk):
+        overlaps = iou(boxes[start:start + chunk], anchors)
+        best[start:start + chunk] = overlaps.max(axis=1)
+        count[start:start + chunk] = (overlaps >= thresh).sum(axis=1)
+    return best, count
+
+
 def coverage(boxes: np.ndarray, layers: list[dict], thresh: float = 0.5) -> dict:
     """How many boxes find an anchor with IoU >= ``thresh``, per layer and on any layer.
 
@@ -103,9 +115,7 @@ def coverage(boxes: np.ndarray, layers: list[dict], thresh: float = 0.5) -> dict
     positives = np.zeros(len(boxes), dtype=np.int64)
     per_layer = []
     for layer in layers:
-        overlaps = iou(boxes, layer["anchors"])
-        layer_best = overlaps.max(axis=1)
-        layer_pos = (overlaps >= thresh).sum(axis=1)
+        layer_best, layer_pos = _layer_match(boxes, layer["anchors"], thresh)
         best = np.maximum(best, layer_best)
         positives += layer_pos
         per_layer.append({"name": layer["name"], "map": layer["map"], "sizes": layer["sizes"],
@@ -251,3 +261,56 @@ def load_anchor_file(path: str, flag: str = "--anchors") -> dict:
         raise ValueError(f"{flag} {path}: need a JSON object with 'sizes' and 'ratios' "
                          "(as written by tools/anchors.py --output)")
     return {"sizes": content["sizes"], "ratios": content["ratios"]}
+
+
+def resolve_anchors(value: str, network: str, data_shape: int, train_path: str,
+                    flag: str = "--anchors") -> dict:
+    """Config overrides (``sizes``, ``ratios``) that ``--anchors`` asks for.
+
+    Parameters
+    ----------
+    value : str
+        ``''``: the preset's anchors (no overrides); ``fit``: :func:`propose_anchors` on the
+        boxes of ``train_path``; otherwise a JSON file written by ``tools/anchors.py --output``.
+    network, data_shape : str, int
+        The preset and input side trained.
+    train_path : str
+        The training record (read for ``fit``).
+
+    Returns
+    -------
+    dict
+        ``{}`` or ``{"sizes": ..., "ratios": ...}`` for ``get_config`` / ``get_symbol_train``.
+    """
+    if not value:
+        return {}
+    if value == "fit":
+        sizes, ratios = propose_anchors(load_boxes(train_path), network, data_shape)
+        overrides = {"sizes": sizes, "ratios": ratios}
+    else:
+        overrides = load_anchor_file(value, flag)
+    try:
+        get_config(network, data_shape, **overrides)
+    except ValueError as err:
+        raise ValueError(f"{flag} {value}: anchors do not fit {network} at {data_shape}: {err}") from None
+    return overrides
+
+
+def coverage_lines(train_path: str, network: str, data_shape: int, overrides: dict,
+                   max_boxes: int = 2000, seed: int = 0) -> list[str]:
+    """Coverage table(s) of the training boxes for the training log (preset, and overrides).
+
+    At most ``max_boxes`` boxes (a seeded sample) are scored, to keep large datasets cheap.
+    """
+    boxes = load_boxes(train_path)
+    note = f"{len(boxes)} training boxes"
+    if len(boxes) > max_boxes:
+        boxes = boxes[np.random.default_rng(seed).choice(len(boxes), max_boxes, replace=False)]
+        note += f", a sample of {max_boxes}"
+    lines = [f"Anchor coverage ({note}, IoU >= 0.5):"]
+    lines += format_coverage(coverage(boxes, layer_anchors(network, data_shape)),
+                             f"preset {network}").splitlines()
+    if overrides:
+        lines += format_coverage(coverage(boxes, layer_anchors(network, data_shape, **overrides)),
+                                 "anchors used (--anchors)").splitlines()
+    return lines
