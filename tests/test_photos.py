@@ -195,3 +195,46 @@ def test_anchor_tool_names_a_bad_file(tmp_path):
     proc = subprocess.run([sys.executable, "tools/anchors.py", str(tmp_path / "none.rec")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "none" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------- raccoon, end to end
+@pytest.fixture
+def few_raccoons(tmp_path):
+    """A VOC folder of 10 raccoon photos (8 train, 2 test), linked from ../shared/data/raccoon."""
+    voc = os.path.join(RACCOON, "VOCdevkit", "VOC2007")
+    if not os.path.isdir(voc):
+        pytest.skip(f"real-photo data not found at {os.path.abspath(RACCOON)} (the raccoon set "
+                    "of ../shared/data; see its README)")
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    split = {"trainval": [f"raccoon-{n}" for n in (1, 2, 3, 4, 6, 7, 8, 9)],
+             "test": ["raccoon-5", "raccoon-10"]}
+    for name, ids in split.items():
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids) + "\n")
+        for i in ids:
+            os.symlink(os.path.join(voc, "JPEGImages", f"{i}.jpg"), root / "JPEGImages" / f"{i}.jpg")
+            os.symlink(os.path.join(voc, "Annotations", f"{i}.xml"), root / "Annotations" / f"{i}.xml")
+    return tmp_path / "VOCdevkit"
+
+
+def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
+    """tools/train_photos.py on 10 real photos: records, anchors, 2 epochs, averaging, mAP."""
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "tools/train_photos.py", "--voc-root", str(few_raccoons),
+         "--class-names", os.path.join(RACCOON, "class_names.txt"), "--workdir", str(work),
+         "--end-epoch", "2", "--data-shape", "128", "--no-pictures",
+         "--train-args", "--batch-size 4 --frequent 1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train = json.loads((work / "train_summary.json").read_text())
+    assert train["num_listed"] == 8 and train["skipped_images"] == []
+    assert train["objects_per_class"]["raccoon"] >= 8
+    assert sum(train["box_size_histogram"].values()) == train["objects"]
+    log = (work / "train.log").read_text()
+    assert "Anchor coverage" in log and "preset tiny" in log
+    summary = json.loads((work / "photos_summary.json").read_text())
+    assert 0.0 <= summary["voc07_map"] <= 1.0
+    assert os.path.isfile(summary["evaluated"])      # the averaged weights were evaluated
+    assert "Finished: VOC07 mAP" in proc.stdout
