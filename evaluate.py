@@ -66,6 +66,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="use the inference symbol saved with the checkpoint (deploy.py)")
     parser.add_argument("--metric", choices=("voc", "coco"), default="voc",
                         help="voc: mAP only; coco: also AP@[.5:.95], AP50, AP75 (default voc)")
+    parser.add_argument("--anchors", default="",
+                        help="JSON of anchor sizes/ratios the model was trained with "
+                             "(train.py --anchors FILE; default: the preset's)")
     parser.add_argument("--output-dir", dest="output_dir", default="",
                         help="write results.json and pr_curves.png here (default none)")
     return parser
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from evaluate import parse_class_names, parse_mean
     from evaluate.evaluate_net import evaluate_net, format_results, resolve_prefix
+    from symbol.anchors import load_anchor_file
     try:
         if args.num_class <= 0:
             raise ValueError(f"--num-class must be positive, got {args.num_class}")
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
                                class_names=class_names, voc07_metric=args.use_voc07_metric,
                                deploy_net=args.deploy_net, metric=args.metric,
-                               output_dir=args.output_dir or None, nms_topk=args.nms_topk)
+                               output_dir=args.output_dir or None, nms_topk=args.nms_topk,
+                               anchors=load_anchor_file(args.anchors) if args.anchors else None)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

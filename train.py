@@ -132,6 +132,10 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
                        help="detections kept per image before NMS (default: 400)")
     model.add_argument("--force", dest="force_nms", action="store_true",
                        help="NMS across classes (default: off, per class)")
+    model.add_argument("--anchors", type=str, default="",
+                       help="anchor sizes/ratios: '' the preset's, 'fit' fitted to the training "
+                            "boxes (tools/anchors.py), or a JSON file of tools/anchors.py "
+                            "--output; evaluate.py/demo.py need the same file (default: '')")
     model.add_argument("--min-neg-samples", dest="min_neg_samples", type=int, default=0,
                        help="minimum mined negative anchors per image, also for images "
                             "without objects (default: 0)")
@@ -343,6 +347,7 @@ def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None
         min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
         seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
         nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
+        lr_schedule=args.lr_schedule, anchors=args.anchors,
         argv=list(argv) if argv else None)
 
 

@@ -24,6 +24,7 @@ from dataset.iterator import DetRecordIter, measure_io
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
+from symbol.anchors import coverage_lines, resolve_anchors
 from symbol.symbol_factory import get_symbol, get_symbol_train
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,18 @@ def _equalize_shards(train_iter: mx.io.DataIter, kv_type: str, num_example: int,
     return mx.io.ResizeIter(train_iter, epoch_size)
 
 
+def _anchor_overrides(anchors: str, net: str, side: int, train_path: str, rank: int) -> dict:
+    """``--anchors`` as config overrides; logs the anchor coverage of the training boxes."""
+    overrides = resolve_anchors(anchors, net, side, train_path)
+    if overrides:
+        logger.info("Anchors (--anchors %s): sizes %s, ratios %s", anchors,
+                    overrides["sizes"], overrides["ratios"])
+    if rank == 0:
+        for line in coverage_lines(train_path, net, side, overrides):
+            logger.info("%s", line)
+    return overrides
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -304,6 +317,7 @@ def train_net(net, train_path, num_classes, batch_size,
               min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
               nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
+              lr_schedule: str = "step", anchors: str = "",
               argv: Sequence[str] | None = None) -> DetectionModule | None:
     """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
 
@@ -383,6 +397,13 @@ def train_net(net, train_path, num_classes, batch_size,
     augment : str
         Training augmentation: ``ssd`` (the original's), ``light`` or ``none``
         (``config.config.train_augmentation``).
+    lr_schedule : str
+        ``step`` (``lr_refactor_step`` / ``lr_refactor_ratio``) or ``cosine`` to ``end_epoch``
+        (``fit.get_lr_scheduler``).
+    anchors : str
+        ``''`` (the preset's), ``fit`` (fitted to the training boxes) or a JSON file of
+        ``tools/anchors.py --output`` (``symbol.anchors.resolve_anchors``); the anchor
+        coverage of the training boxes is logged either way.
     argv : sequence of str, optional
         Command line (for the resume hint after an interrupt).
 
@@ -447,14 +468,15 @@ def train_net(net, train_path, num_classes, batch_size,
     # 2. symbols: train without NMS, save with det_out, validate with the inference graph
     force = bool(force_suppress or force_nms)
     side = data_shape[1]
+    anchor_overrides = _anchor_overrides(anchors, net, side, train_path, rank)
     train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                  force_suppress=force, nms_topk=nms_topk, with_det=False,
-                                 minimum_negative_samples=min_neg_samples)
+                                 minimum_negative_samples=min_neg_samples, **anchor_overrides)
     save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                 force_suppress=force, nms_topk=nms_topk, with_det=True,
-                                minimum_negative_samples=min_neg_samples)
+                                minimum_negative_samples=min_neg_samples, **anchor_overrides)
     infer_sym = get_symbol(net, side, num_classes, nms_thresh=nms_thresh, force_suppress=force,
-                           nms_topk=nms_topk)
+                           nms_topk=nms_topk, **anchor_overrides)
     shapes = dict(train_iter.provide_data + train_iter.provide_label)
     arg_shapes, _, aux_shapes = train_sym.infer_shape(**shapes)
     arg_shapes = {n: tuple(s) for n, s in zip(train_sym.list_arguments(), arg_shapes)
@@ -473,11 +495,14 @@ def train_net(net, train_path, num_classes, batch_size,
     lr, lr_scheduler = fit.get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
                                             num_example, batch_size, begin_epoch,
                                             warmup_epochs=warmup_epochs,
-                                            num_workers=num_workers)
+                                            num_workers=num_workers, schedule=lr_schedule,
+                                            end_epoch=end_epoch)
     optimizer_params = fit.get_optimizer_params(optimizer, lr, momentum, weight_decay,
                                                 lr_scheduler, len(ctx), num_workers)
     logger.info("Optimizer %s: lr %g, schedule %s, rescale_grad %g", optimizer,
-                optimizer_params["learning_rate"], lr_refactor_step if lr_scheduler else "none",
+                optimizer_params["learning_rate"],
+                (lr_refactor_step if lr_schedule == "step" else lr_schedule)
+                if lr_scheduler else "none",
                 optimizer_params["rescale_grad"])
     monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
     metric_cls = VOC07MApMetric if voc07_metric else MApMetric
@@ -490,6 +515,7 @@ def train_net(net, train_path, num_classes, batch_size,
     card_base = {"network": net, "data_shape": side, "num_classes": num_classes,
                  "class_names": _jsonable(class_names), "seed": seed, "prefix": prefix,
                  "label_width": label_width, "num_workers": num_workers,
+                 "anchors": anchor_overrides or None,
                  "arguments": call_args}
     return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
                    begin_epoch=begin_epoch, end_epoch=end_epoch,

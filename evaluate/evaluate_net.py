@@ -230,8 +230,11 @@ def build_metric(num_classes: int, class_names: Sequence[str] | None, ovp_thresh
 
 def load_inference_symbol(network: str, data_shape: tuple[int, int], num_classes: int,
                           model_prefix: str, nms_thresh: float, force_nms: bool, nms_topk: int,
-                          deploy_net: bool) -> mx.sym.Symbol:
-    """The detection graph: rebuilt from the preset, or the checkpoint's own with ``deploy_net``."""
+                          deploy_net: bool, anchors: dict | None = None) -> mx.sym.Symbol:
+    """The detection graph: rebuilt from the preset, or the checkpoint's own with ``deploy_net``.
+
+    ``anchors``: ``sizes`` / ``ratios`` overrides of the preset (``train.py --anchors``).
+    """
     if deploy_net:
         path = f"{model_prefix}-symbol.json"
         if not os.path.isfile(path):
@@ -244,7 +247,7 @@ def load_inference_symbol(network: str, data_shape: tuple[int, int], num_classes
     from symbol.symbol_factory import get_symbol
     side = data_shape[0] if data_shape[0] == data_shape[1] else data_shape
     return get_symbol(network, side, num_classes, nms_thresh=nms_thresh,
-                      force_suppress=force_nms, nms_topk=nms_topk)
+                      force_suppress=force_nms, nms_topk=nms_topk, **(anchors or {}))
 
 
 def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | None,
@@ -254,7 +257,8 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
                  ovp_thresh: float = 0.5, use_difficult: bool = False,
                  class_names: Sequence[str] | None = None, voc07_metric: bool = False,
                  deploy_net: bool = False, metric: str = "voc", output_dir: str | None = None,
-                 nms_topk: int = 400, progress: bool = True) -> dict:
+                 nms_topk: int = 400, progress: bool = True,
+                 anchors: dict | None = None) -> dict:
     """Evaluate a checkpoint on a record file.
 
     Parameters
@@ -316,7 +320,7 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     names = voc_metric.class_names
 
     symbol = load_inference_symbol(net, (height, width), num_classes, model_prefix, nms_thresh,
-                                   force_nms, nms_topk, deploy_net)
+                                   force_nms, nms_topk, deploy_net, anchors)
     arg_params, aux_params = load_params(model_prefix, epoch)
     what = "the deploy graph" if deploy_net else f"network {net!r} with --num-class {num_classes}"
     check_params(symbol, arg_params, aux_params, (batch_size, 3, height, width), what)

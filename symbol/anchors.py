@@ -90,7 +90,7 @@ def iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 
 def _layer_match(boxes: np.ndarray, anchors: np.ndarray, thresh: float,
-                 chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                 chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(G,) best IoU and (G,) count of anchors at ``thresh``, in chunks of boxes (memory)."""
     best = np.zeros(len(boxes))
     count = np.zeros(len(boxes), dtype=np.int64)

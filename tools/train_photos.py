@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, tools/photo_sweep.py).
+# The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/photo_sweep.py).
 PHOTO_RECIPE = {
     "network": "tiny",      # the CPU preset: BatchNorm after every convolution
     "data_shape": 256,      # photos need more pixels than the synthetic shapes' 160
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
          "--target", str(work / "train.lst"), "--summary-json", str(work / "train_summary.json")])
     run([py, "tools/prepare_dataset.py", *common, "--set", args.test_set, "--no-shuffle",
          "--target", str(work / "test.lst"), "--summary-json", str(work / "test_summary.json")])
+    num_test = json.loads((work / "test_summary.json").read_text())["num_listed"]
     anchors_file = str(work / "anchors.json")
     run([py, "tools/anchors.py", str(work / "train.rec"), "--network", PHOTO_RECIPE["network"],
          "--data-shape", str(args.data_shape), "--output", anchors_file])
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--network", PHOTO_RECIPE["network"], "--data-shape", str(args.data_shape),
                     "--num-class", str(len(names)), "--class-names", ",".join(names),
                     "--prefix", eval_prefix, "--epoch", str(args.end_epoch), "--cpu",
-                    "--batch-size", "8", "--output-dir", str(work / "eval"), *anchor_flags])
+                    "--batch-size", str(min(8, num_test)), "--output-dir", str(work / "eval"),
+                    *anchor_flags])
     found = re.findall(r"mAP\s*[:=]\s*([0-9.]+)", eval_out)
     map_value = float(found[-1]) if found else float("nan")
 

@@ -9,7 +9,7 @@ child process applies them and runs ``train.main``; the driver reads the epoch t
 
 Example (records from ``tools/prepare_dataset.py`` in ``output/rac``)::
 
-    python tools/photo_sweep.py --train output/rac/trainval.rec --val output/rac/test.rec \\
+    python benchmarks/photo_sweep.py --train output/rac/trainval.rec --val output/rac/test.rec \\
         --class-names raccoon --variants base256 --out output/photo_sweep
 """
 from __future__ import annotations
@@ -87,19 +87,6 @@ def _worker(overrides: dict, train_argv: list[str]) -> int:
             return kwargs
 
         train_net.train_augmentation = patched
-    if overrides.get("cosine"):
-        import fit
-        import mxnet as mx
-
-        def cosine(learning_rate, lr_refactor_step, lr_refactor_ratio, num_example, batch_size,
-                   begin_epoch, warmup_epochs=0, num_workers=1):
-            epoch_size = max(1, (num_example // max(1, num_workers)) // batch_size)
-            end_epoch = int(train_argv[train_argv.index("--end-epoch") + 1])
-            return learning_rate, mx.lr_scheduler.CosineScheduler(
-                max_update=epoch_size * end_epoch, base_lr=learning_rate,
-                final_lr=learning_rate * 1e-3, warmup_steps=epoch_size * warmup_epochs)
-
-        fit.get_lr_scheduler = cosine
     return train.main(train_argv)
 
 
@@ -109,6 +96,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     out_dir = Path(args.out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     merged = dict(BASE_FLAGS, **flags)
+    if overrides.get("cosine"):     # runs made before train.py had --lr-schedule patched fit.py
+        merged["--lr-schedule"] = "cosine"
     merged.setdefault("--augment", "light")
     epochs = int(merged.pop("--end-epoch", args.epochs))
     if "--lr-steps" not in merged:
