@@ -45,6 +45,8 @@ VARIANTS: dict[str, tuple[dict[str, str], dict]] = {
     # ratios of tools/anchors.py on raccoon trainval at 256 (sizes: the preset's, coverage 100 %)
     "light256_cos_kmeans": ({"--augment": "light"},
                             {"cosine": True, "preset": {"ratios": [[0.811, 0.566, 1.146]] * 5}}),
+    # BatchNorm in the extra layers too (the tiny_photo preset)
+    "bn256_cos": ({"--network": "tiny_photo", "--augment": "light"}, {"cosine": True}),
     # wider stages (1.5x filters) and a second convolution in stage 2
     "light256_cos_wide": ({"--augment": "light"},
                           {"cosine": True, "preset": {"backbone_args": {
@@ -73,10 +75,11 @@ def _worker(overrides: dict, train_argv: list[str]) -> int:
 
     preset = overrides.get("preset") or {}
     if preset:
-        for side in symbol_factory.PRESETS["tiny"]:
-            merged = dict(symbol_factory.PRESETS["tiny"][side])
-            merged.update(preset)
-            symbol_factory.PRESETS["tiny"][side] = merged
+        for name in ("tiny", "tiny_photo"):
+            for side in symbol_factory.PRESETS[name]:
+                merged = dict(symbol_factory.PRESETS[name][side])
+                merged.update(preset)
+                symbol_factory.PRESETS[name][side] = merged
     aug = overrides.get("aug") or {}
     if aug:
         base = config.train_augmentation

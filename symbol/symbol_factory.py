@@ -16,6 +16,8 @@ ratios : per layer aspect ratios (a flat list is applied to every layer).
 normalizations : per layer L2Normalization scale init, -1 for none (an int applies to all).
 steps : per layer anchor step as a fraction of the image, or empty for 1 / map size.
 min_filter : minimum width of the extra layers' 1x1 convolution.
+extra_batchnorm : BatchNorm after each extra-layer convolution (optional, default False: the
+    original's extra layers have none).
 """
 from __future__ import annotations
 
@@ -117,6 +119,9 @@ _TINY = {
     "normalizations": -1, "steps": [], "min_filter": 64,
 }
 _TINY_SHAPES = tuple(range(64, 513, 32))
+# tiny for real photographs (ours, docs/RECIPE.md "Real photographs"): BatchNorm in the two
+# extra layers too, so that every convolution of the network is normalised; the same anchors.
+_TINY_PHOTO = dict(_TINY, extra_batchnorm=True)
 
 PRESETS: dict[str, dict[int, dict]] = {
     "vgg16_reduced": {300: _VGG16_300, 512: _VGG16_512},
@@ -125,10 +130,11 @@ PRESETS: dict[str, dict[int, dict]] = {
     "inceptionv3": {299: _INCEPTIONV3, 512: _INCEPTIONV3},
     "mobilenet": {300: _MOBILENET, 512: _MOBILENET},
     "tiny": {side: _TINY for side in _TINY_SHAPES},
+    "tiny_photo": {side: _TINY_PHOTO for side in _TINY_SHAPES},
 }
 
 CONFIG_KEYS = ("backbone", "backbone_args", "from_layers", "num_filters", "strides", "pads",
-               "sizes", "ratios", "normalizations", "steps", "min_filter")
+               "sizes", "ratios", "normalizations", "steps", "min_filter", "extra_batchnorm")
 
 
 def list_networks() -> list[str]:
@@ -212,6 +218,7 @@ def _is_number(value) -> bool:
 
 def _normalize(config: dict, where: str) -> dict:
     """Expand shorthand values and check every key; messages name the key and preset."""
+    config.setdefault("extra_batchnorm", False)
     num_layers = len(config["from_layers"])
     if num_layers == 0 or not config["from_layers"][0]:
         raise ValueError(f"from_layers must start with a backbone layer name ({where})")

@@ -238,3 +238,14 @@ def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
     assert 0.0 <= summary["voc07_map"] <= 1.0
     assert os.path.isfile(summary["evaluated"])      # the averaged weights were evaluated
     assert "Finished: VOC07 mAP" in proc.stdout
+
+
+def test_tiny_photo_normalises_the_extra_layers_and_tiny_keeps_its_graph():
+    from symbol.symbol_factory import get_config, get_symbol_train
+    photo = get_symbol_train("tiny_photo", 256, 1, with_det=False).list_arguments()
+    plain = get_symbol_train("tiny", 256, 1, with_det=False).list_arguments()
+    extra_bn = [n for n in photo if n.startswith("multi_feat_") and "_bn_" in n]
+    assert len(extra_bn) == 8            # 2 extra layers x (1x1, 3x3) x (gamma, beta)
+    assert not [n for n in plain if n.startswith("multi_feat_") and "_bn_" in n]
+    assert set(photo) - set(plain) == set(extra_bn)
+    assert get_config("tiny_photo", 256)["sizes"] == get_config("tiny", 256)["sizes"]

@@ -37,7 +37,7 @@ def _node(symbol: mx.sym.Symbol, name: str) -> dict:
 
 def test_list_networks():
     assert list_networks() == ["inceptionv3", "mobilenet", "resnet101", "resnet50", "tiny",
-                               "vgg16_reduced"]
+                               "tiny_photo", "vgg16_reduced"]
     assert list_shapes("inceptionv3") == [299, 512]
     assert list_shapes("tiny") == list(range(64, 513, 32))
 
