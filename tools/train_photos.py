@@ -6,7 +6,8 @@ Steps (each one the project's real command-line tool, echoed as it runs):
    packed with the longest side at most ``PACK_SIDE`` px; the summary lists box sizes and any
    image skipped, and why);
 2. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
-   fitted to the boxes (``anchors.json``, used when the recipe says so);
+   fitted to the boxes (``anchors.json``), used when the preset leaves more than 5 % of the
+   training boxes without an anchor of IoU >= 0.5 (``min_coverage``);
 3. ``train.py`` with the real-photo recipe below, from scratch;
 4. ``tools/average_checkpoints.py`` over the last ``average_epochs`` epochs;
 5. ``evaluate.py`` (VOC07 mAP on the test set) of the averaged weights;
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/photo_sweep.py).
 PHOTO_RECIPE = {
-    "network": "tiny",      # the CPU preset: BatchNorm after every convolution
+    "network": "tiny_photo",  # tiny with BatchNorm in the extra layers: every conv normalised
     "data_shape": 256,      # photos need more pixels than the synthetic shapes' 160
     "batch_size": 8,        # 20 updates per epoch of 160 photos
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
@@ -42,7 +43,8 @@ PHOTO_RECIPE = {
     "end_epoch": 60,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
-    "anchors": "",          # '' = the preset's; 'fit' = tools/anchors.py's proposal
+    "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
+                            # anchors of tools/anchors.py are used instead of the preset's
     "average_epochs": 5,    # weights averaged over the last 5 epochs
     "seed": 1,
 }
@@ -135,12 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     run([py, "tools/anchors.py", str(work / "train.rec"), "--network", PHOTO_RECIPE["network"],
          "--data-shape", str(args.data_shape), "--output", anchors_file])
 
+    fitted = json.loads(Path(anchors_file).read_text())
+    use_fitted = fitted["coverage_before"] < PHOTO_RECIPE["min_coverage"]
+    print(f"anchor coverage of the preset {100 * fitted['coverage_before']:.1f} %, fitted "
+          f"{100 * fitted['coverage_after']:.1f} %: training with the "
+          f"{'fitted' if use_fitted else 'preset'} anchors", flush=True)
     prefix = work / "model" / "ssd"
     train_started = time.time()
     run([py, "train.py", "--train-path", str(work / "train.rec"),
          "--val-path", str(work / "test.rec"),
          *recipe_train_flags(args.end_epoch, args.data_shape,
-                             anchors_file if PHOTO_RECIPE["anchors"] == "fit" else ""),
+                             anchors_file if use_fitted else ""),
          "--num-class", str(len(names)), "--class-names", ",".join(names),
          "--prefix", str(prefix), "--gpus", "", "--log", str(work / "train.log"),
          "--frequent", "20"] + shlex.split(args.train_args))
@@ -154,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         run([py, "tools/average_checkpoints.py", "--prefix", model_prefix,
              "--epochs", f"{args.end_epoch - averaged + 1}-{args.end_epoch}",
              "--output", eval_prefix])
-    anchor_flags = (["--anchors", anchors_file] if PHOTO_RECIPE["anchors"] == "fit" else [])
+    anchor_flags = ["--anchors", anchors_file] if use_fitted else []
     eval_out = run([py, "evaluate.py", "--rec-path", str(work / "test.rec"),
                     "--network", PHOTO_RECIPE["network"], "--data-shape", str(args.data_shape),
                     "--num-class", str(len(names)), "--class-names", ",".join(names),
@@ -178,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
                "recipe": PHOTO_RECIPE | {"end_epoch": args.end_epoch,
                                           "data_shape": args.data_shape},
+               "anchors": "fitted" if use_fitted else "preset",
+               "anchor_coverage": {"preset": fitted["coverage_before"],
+                                   "fitted": fitted["coverage_after"]},
                "evaluated": f"{eval_prefix}-{args.end_epoch:04d}.params"}
     (work / "photos_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nFinished: VOC07 mAP {map_value:.4f} on the {args.test_set} set, training "
