@@ -9,8 +9,9 @@ Steps (each one the project's real command-line tool, echoed as it runs):
    fitted to the boxes (``anchors.json``), used when the preset leaves more than 5 % of the
    training boxes without an anchor of IoU >= 0.5 (``min_coverage``);
 3. ``train.py`` with the real-photo recipe below, from scratch;
-4. ``tools/average_checkpoints.py`` over the last ``average_epochs`` epochs;
-5. ``evaluate.py`` (VOC07 mAP on the test set) of the averaged weights;
+4. ``tools/average_checkpoints.py`` over the last ``average_epochs`` epochs, when more than one
+   (the recipe keeps the last epoch's weights: averaging scored lower, docs/RECIPE.md);
+5. ``evaluate.py`` (VOC07 mAP on the test set);
 6. ``demo.py`` on a few test photos (pictures with the detections), unless ``--no-pictures``.
 
 The recipe and every run that chose it: docs/RECIPE.md, "Real photographs". Example::
@@ -40,12 +41,12 @@ PHOTO_RECIPE = {
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
     "warmup_epochs": 2,     # linear warm-up
     "lr_schedule": "cosine",  # cosine decay to lr / 1000 at the last epoch
-    "end_epoch": 60,
+    "end_epoch": 80,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
     "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
                             # anchors of tools/anchors.py are used instead of the preset's
-    "average_epochs": 5,    # weights averaged over the last 5 epochs
+    "average_epochs": 1,    # 1: the last epoch's weights (averaging the last 5 scored lower)
     "seed": 1,
 }
 PACK_SIDE = 320             # longest side of the packed photos (crops then still have detail)
@@ -98,7 +99,7 @@ def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "") 
              "--warmup-epochs", str(r["warmup_epochs"]), "--lr-schedule", r["lr_schedule"],
              "--wd", str(r["wd"]), "--freeze", "", "--pretrained", "", "--seed", str(r["seed"]),
              "--end-epoch", str(end_epoch), "--augment", r["augment"],
-             "--save-period", "1"]
+             "--save-period", "1" if r["average_epochs"] > 1 else "10"]
     if anchors_file:
         flags += ["--anchors", anchors_file]
     return flags
