@@ -219,7 +219,7 @@ def few_raccoons(tmp_path):
 
 
 def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
-    """tools/train_photos.py on 10 real photos: records, anchors, 2 epochs, averaging, mAP."""
+    """tools/train_photos.py on 10 real photos: records, anchors, 2 epochs, evaluation, mAP."""
     work = tmp_path / "work"
     proc = subprocess.run(
         [sys.executable, "tools/train_photos.py", "--voc-root", str(few_raccoons),
@@ -236,7 +236,7 @@ def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
     assert "Anchor coverage" in log and "preset tiny" in log
     summary = json.loads((work / "photos_summary.json").read_text())
     assert 0.0 <= summary["voc07_map"] <= 1.0
-    assert os.path.isfile(summary["evaluated"])      # the averaged weights were evaluated
+    assert os.path.isfile(summary["evaluated"])      # the checkpoint that was evaluated
     assert "Finished: VOC07 mAP" in proc.stdout
 
 
@@ -249,3 +249,38 @@ def test_tiny_photo_normalises_the_extra_layers_and_tiny_keeps_its_graph():
     assert not [n for n in plain if n.startswith("multi_feat_") and "_bn_" in n]
     assert set(photo) - set(plain) == set(extra_bn)
     assert get_config("tiny_photo", 256)["sizes"] == get_config("tiny", 256)["sizes"]
+
+
+def test_average_checkpoints_means_every_array_and_names_a_missing_epoch(tmp_path):
+    from tools.average_checkpoints import average_checkpoints, parse_epochs
+    prefix = str(tmp_path / "ssd_tiny_128")
+    for epoch, value in ((3, 1.0), (4, 2.0), (5, 6.0)):
+        mx.nd.save(f"{prefix}-{epoch:04d}.params",
+                   {"arg:w": mx.nd.full((2, 3), value), "aux:bn_moving_mean": mx.nd.full((3,), -value)})
+    assert parse_epochs("3-5") == [3, 4, 5] and parse_epochs("5,3") == [3, 5]
+    out = average_checkpoints(prefix, [3, 4, 5], str(tmp_path / "avg_tiny_128"))
+    assert out.endswith("avg_tiny_128-0005.params")
+    saved = mx.nd.load(out)
+    np.testing.assert_allclose(saved["arg:w"].asnumpy(), np.full((2, 3), 3.0))
+    np.testing.assert_allclose(saved["aux:bn_moving_mean"].asnumpy(), np.full((3,), -3.0))
+    with pytest.raises(FileNotFoundError, match="0006.params"):
+        average_checkpoints(prefix, [5, 6], str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="--epochs"):
+        parse_epochs("a-b")
+
+
+def test_anchors_flag_values_resolve_to_config_overrides(synth_data, tmp_path):
+    from symbol.anchors import coverage_lines, resolve_anchors
+    assert resolve_anchors("", "tiny", 160, synth_data.train_rec) == {}
+    fitted = resolve_anchors("fit", "tiny", 160, synth_data.train_rec)
+    assert set(fitted) == {"sizes", "ratios"} and len(fitted["sizes"]) == 5
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(fitted))
+    assert resolve_anchors(str(path), "tiny", 160, synth_data.train_rec) == fitted
+    path.write_text(json.dumps({"sizes": [[0.1]], "ratios": [[1]]}))
+    with pytest.raises(ValueError, match="--anchors .*a.json: anchors do not fit tiny at 160"):
+        resolve_anchors(str(path), "tiny", 160, synth_data.train_rec)
+    with pytest.raises(FileNotFoundError, match="--anchors .*none.json"):
+        resolve_anchors(str(tmp_path / "none.json"), "tiny", 160, synth_data.train_rec)
+    lines = coverage_lines(synth_data.train_rec, "tiny", 160, fitted)
+    assert lines[0].startswith("Anchor coverage") and any("anchors used" in ln for ln in lines)
