@@ -16,13 +16,15 @@ import os
 import sys
 from typing import Sequence
 
-from config.runtime import setup_threads
+from config.runtime import setup_logging, setup_threads
 
 setup_threads()          # before importing mxnet; OMP_NUM_THREADS exported by the user wins
 
 import mxnet as mx  # noqa: E402
 
 import fit  # noqa: E402
+from checkpoint import INTERRUPTED  # noqa: E402
+from detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
 
 VOC_CLASSES = ("aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable, "
                "dog, horse, motorbike, person, pottedplant, sheep, sofa, train, tvmonitor")
@@ -40,13 +42,13 @@ def cuda_available() -> bool:
 
 
 def _resume_value(value: str) -> int | str:
-    if value == fit.INTERRUPTED:
+    if value == INTERRUPTED:
         return value
     try:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--resume {value!r}: an epoch number or '{fit.INTERRUPTED}'") from None
+            f"--resume {value!r}: an epoch number or '{INTERRUPTED}'") from None
 
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -288,6 +290,62 @@ def _validate(args: argparse.Namespace) -> None:
     fit.parse_lr_steps(args.lr_refactor_step)
 
 
+def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict:
+    """Turn parsed (and validated) ``train.py`` flags into :func:`train_net.train_net` keywords.
+
+    The one place where flags become the recipe's arguments: ``train.py`` and
+    ``benchmarks/benchmark.py`` both call it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        From :func:`get_parser`; checked here first.
+    argv : sequence of str, optional
+        The command line, kept in checkpoint cards and the resume hint.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``train_net``.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        A flag's value is out of range or names a missing file (see :func:`_validate`).
+    """
+    _validate(args)
+    ctx = parse_contexts(args.gpus, args.num_cpu_contexts)
+    if args.batch_size % len(ctx):
+        raise ValueError(f"--batch-size {args.batch_size}: must be divisible by the "
+                         f"{len(ctx)} devices")
+    num_example = args.num_example
+    if num_example is None:
+        from dataset.recordio_utils import count_records
+        num_example = count_records(args.train_path)
+    return dict(
+        net=args.network, train_path=args.train_path, num_classes=args.num_class,
+        batch_size=args.batch_size, data_shape=args.data_shape,
+        mean_pixels=[args.mean_r, args.mean_g, args.mean_b], resume=args.resume,
+        finetune=args.finetune, pretrained=args.pretrained, epoch=args.epoch,
+        prefix=args.prefix, ctx=ctx, begin_epoch=args.begin_epoch, end_epoch=args.end_epoch,
+        frequent=args.frequent, learning_rate=args.learning_rate, momentum=args.momentum,
+        weight_decay=args.weight_decay, lr_refactor_step=args.lr_refactor_step,
+        lr_refactor_ratio=args.lr_refactor_ratio, freeze_layer_pattern=args.freeze_pattern,
+        num_example=num_example,
+        label_pad_width=-1 if args.label_width is None else args.label_width,
+        nms_thresh=args.nms_thresh, force_nms=args.force_nms, ovp_thresh=args.overlap_thresh,
+        use_difficult=args.use_difficult,
+        class_names=parse_class_names(args.class_names, args.num_class),
+        voc07_metric=args.use_voc07_metric, nms_topk=args.nms_topk,
+        train_list=args.train_list, val_path=args.val_path, val_list=args.val_list,
+        iter_monitor=args.monitor, monitor_pattern=args.monitor_pattern,
+        log_file=args.log_file or None, kv_store=args.kv_store, optimizer=args.optimizer,
+        min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
+        seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
+        nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
+        argv=list(argv) if argv else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 training failure, 2 bad input, 130 stop).
 
@@ -304,49 +362,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
     try:
-        fit.setup_logging(args.log_file or None)
+        setup_logging(args.log_file or None)
         logging.getLogger().info("Command: %s", " ".join(["train.py"] + argv))
         logging.getLogger().info("Arguments: %s", vars(args))
-        _validate(args)
-        ctx = parse_contexts(args.gpus, args.num_cpu_contexts)
-        if args.batch_size % len(ctx):
-            raise ValueError(f"--batch-size {args.batch_size}: must be divisible by the "
-                             f"{len(ctx)} devices")
-        class_names = parse_class_names(args.class_names, args.num_class)
-        num_example = args.num_example
-        if num_example is None:
-            from dataset.recordio_utils import count_records
-            num_example = count_records(args.train_path)
         from train_net import train_net
-        train_net(net=args.network, train_path=args.train_path, num_classes=args.num_class,
-                  batch_size=args.batch_size, data_shape=args.data_shape,
-                  mean_pixels=[args.mean_r, args.mean_g, args.mean_b], resume=args.resume,
-                  finetune=args.finetune, pretrained=args.pretrained, epoch=args.epoch,
-                  prefix=args.prefix, ctx=ctx, begin_epoch=args.begin_epoch,
-                  end_epoch=args.end_epoch, frequent=args.frequent,
-                  learning_rate=args.learning_rate, momentum=args.momentum,
-                  weight_decay=args.weight_decay, lr_refactor_step=args.lr_refactor_step,
-                  lr_refactor_ratio=args.lr_refactor_ratio,
-                  freeze_layer_pattern=args.freeze_pattern, num_example=num_example,
-                  label_pad_width=-1 if args.label_width is None else args.label_width,
-                  nms_thresh=args.nms_thresh, force_nms=args.force_nms,
-                  ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
-                  class_names=class_names, voc07_metric=args.use_voc07_metric,
-                  nms_topk=args.nms_topk, train_list=args.train_list, val_path=args.val_path,
-                  val_list=args.val_list, iter_monitor=args.monitor,
-                  monitor_pattern=args.monitor_pattern, log_file=args.log_file or None,
-                  kv_store=args.kv_store, optimizer=args.optimizer,
-                  min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
-                  seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
-                  nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
-                  argv=["train.py"] + argv)
+        train_net(**train_net_kwargs(args, ["train.py"] + argv))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except fit.NonFiniteError as err:
+    except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except fit.TrainingInterrupted as stop:
+    except TrainingInterrupted as stop:
         print(stop.resume_message, file=sys.stderr)
         return 130
     return 0
