@@ -123,3 +123,65 @@ def describe_renames(renamed: list[tuple[str, str]]) -> str:
         if match:
             layers[match.group("layer")] = _RENAMES[match.group("layer")]
     return ", ".join(f"{old}_* -> {new}_*" for old, new in sorted(layers.items()))
+
+
+# The ImageNet backbone files of each preset: (--pretrained, --epoch, what the file is and where
+# the original / MXNet documented it). The original's train.py defaults to the first for every
+# network; the file names of the others are those of MXNet's model zoo.
+ORIGINAL_PRETRAINED: dict[str, tuple[str, int, str]] = {
+    "vgg16_reduced": (
+        "model/vgg16_reduced", 1,
+        "the ImageNet VGG16-reduced classifier (fc6/fc7 as convolutions, converted from Caffe) "
+        "that the original README's 'Train the model' section links as 'the converted "
+        "pretrained vgg16_reduced model' "
+        "(https://github.com/zhreshold/mxnet-ssd/releases/download/v0.2-beta/vgg16_reduced.zip; "
+        "unzip its .params and .json into model/)"),
+    "resnet50": (
+        "model/resnet-50", 0,
+        "the ImageNet ResNet-50 of MXNet's model zoo (resnet-50-0000.params and "
+        "resnet-50-symbol.json from http://data.mxnet.io/models/imagenet/resnet/50-layers/)"),
+    "resnet101": (
+        "model/resnet-101", 0,
+        "the ImageNet ResNet-101 of MXNet's model zoo (resnet-101-0000.params and "
+        "resnet-101-symbol.json from http://data.mxnet.io/models/imagenet/resnet/101-layers/)"),
+    "inceptionv3": (
+        "model/Inception-7", 1,
+        "the ImageNet Inception-v3 of MXNet's model zoo, converted from TensorFlow "
+        "(Inception-7-0001.params and Inception-7-symbol.json in "
+        "http://data.mxnet.io/models/imagenet/inception-v3.tar.gz)"),
+    "mobilenet": (
+        "model/mobilenet", 0,
+        "an ImageNet MobileNet-v1 classifier with zhreshold/mxnet-ssd's layer names "
+        "(conv_1_conv2d, conv_2_dw_conv2d, ..., conv_14_conv2d, fc); the original names no "
+        "download, so save yours as model/mobilenet-0000.params"),
+}
+
+
+def describe_pretrained(network: str, path: str) -> str:
+    """Why a missing ``--pretrained`` file matters and where the original's users got it.
+
+    Parameters
+    ----------
+    network : str
+        ``--network`` of the run.
+    path : str
+        The ``.params`` file that was not found.
+
+    Returns
+    -------
+    str
+        One or two sentences for the error message, ending with the ``--pretrained ''`` hint.
+    """
+    import os
+    base = os.path.basename(path)
+    known = {os.path.basename(prefix) + f"-{epoch:04d}.params": (name, text)
+             for name, (prefix, epoch, text) in ORIGINAL_PRETRAINED.items()}
+    parts = []
+    if base in known:
+        parts.append(f"{base} is {known[base][1]}")
+    if network in ORIGINAL_PRETRAINED and (base not in known or known[base][0] != network):
+        prefix, epoch, text = ORIGINAL_PRETRAINED[network]
+        parts.append(f"for --network {network} start from {text}: --pretrained {prefix} "
+                     f"--epoch {epoch}")
+    parts.append("--pretrained '' trains from scratch (no file needed)")
+    return "; ".join(parts)
