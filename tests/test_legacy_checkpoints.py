@@ -479,11 +479,47 @@ def legacy_symbol_of(symbol: mx.sym.Symbol, network: str = READER_NET) -> mx.sym
     return mx.sym.load_json(json.dumps(graph))
 
 
+def original_deploy_graph(network: str, side: int, num_classes: int) -> mx.sym.Symbol:
+    """The inference graph as the original's deploy.py saved it: its head assembly (NHWC
+    predictions flattened to 2-D and concatenated, anchors flattened, reshaped back) on the
+    same layers, with its variable names. Same computation as ours, other structure."""
+    from symbol.common import multi_layer_feature
+    from symbol.symbol_builder import VARIANCES, get_body
+    from symbol.symbol_factory import get_config
+    config = get_config(network, side)
+    layers = multi_layer_feature(get_body(config["backbone"], config["backbone_args"]),
+                                 config["from_layers"], config["num_filters"],
+                                 config["strides"], config["pads"], config["min_filter"])
+    locs, clss, anchors = [], [], []
+    for k, layer in enumerate(layers):
+        name = layer.name
+        if config["normalizations"][k] > 0:
+            scale = mx.sym.Variable(f"{name}_scale", shape=(1, config["num_filters"][k], 1, 1))
+            layer = mx.sym.broadcast_mul(scale, mx.sym.L2Normalization(layer, mode="channel"))
+        num_anchors = len(config["sizes"][k]) - 1 + len(config["ratios"][k])
+        for kind, width, out in (("loc", 4, locs), ("cls", num_classes + 1, clss)):
+            pred = mx.sym.Convolution(layer, kernel=(3, 3), pad=(1, 1),
+                                      num_filter=num_anchors * width,
+                                      name=f"{name}_{kind}_pred_conv")
+            out.append(mx.sym.Flatten(mx.sym.transpose(pred, axes=(0, 2, 3, 1))))
+        step = config["steps"][k] if config["steps"] else -1.0
+        anchors.append(mx.sym.Flatten(mx.sym.contrib.MultiBoxPrior(
+            layer, sizes=config["sizes"][k], ratios=config["ratios"][k], steps=(step, step))))
+    loc = mx.sym.Concat(*locs, dim=1)
+    cls = mx.sym.transpose(mx.sym.Reshape(mx.sym.Concat(*clss, dim=1),
+                                          shape=(0, -1, num_classes + 1)), axes=(0, 2, 1))
+    anchor = mx.sym.Reshape(mx.sym.Concat(*anchors, dim=1), shape=(0, -1, 4))
+    det = mx.sym.contrib.MultiBoxDetection(mx.sym.softmax(cls, axis=1), loc, anchor,
+                                           force_suppress=True, variances=VARIANCES,
+                                           nms_threshold=0.5, nms_topk=400, name="detection")
+    return legacy_symbol_of(det, network)
+
+
 @pytest.fixture(scope="module")
 def readers(synth_data, tmp_path_factory):
     """Two folders with the same random resnet50-300 weights: ``ours`` saved by this project's
     names, ``original`` by the original's (params, training -symbol.json, and the deploy_
-    checkpoint its deploy.py wrote); plus a 2-image record for quick runs."""
+    checkpoint its deploy.py wrote, in its graph structure); plus a 2-image record."""
     import types
     from tools.pack_rec import pack_rec
     root = tmp_path_factory.mktemp("readers")
@@ -496,9 +532,14 @@ def readers(synth_data, tmp_path_factory):
         folder.mkdir()
         save_checkpoint(str(folder / base), 1, args, auxs, renames)
         save_checkpoint(str(folder / f"deploy_{base}"), 1, args, auxs, renames)
-        for prefix, symbol in ((base, train_sym), (f"deploy_{base}", deploy_sym)):
-            (legacy_symbol_of(symbol) if renames else symbol).save(
-                str(folder / f"{prefix}-symbol.json"))
+        if renames:
+            train_sym_saved = legacy_symbol_of(train_sym)
+            deploy_sym_saved = original_deploy_graph(READER_NET, READER_SIDE,
+                                                     synth_data.num_classes)
+        else:
+            train_sym_saved, deploy_sym_saved = train_sym, deploy_sym
+        train_sym_saved.save(str(folder / f"{base}-symbol.json"))
+        deploy_sym_saved.save(str(folder / f"deploy_{base}-symbol.json"))
     lst = root / "two.lst"
     lst.write_text("".join(Path(synth_data.val_lst).read_text().splitlines(True)[:2]))
     pack_rec(str(lst), synth_data.devkit)
@@ -547,6 +588,8 @@ def test_evaluate_cli_reads_original_checkpoint(synth_data, readers, capsys, cap
 
 
 def test_evaluate_deploy_reads_original_symbol_json(synth_data, readers, capsys, caplog):
+    saved = (readers.original / f"deploy_{readers.base}-symbol.json").read_text()
+    assert '"Flatten"' in saved and "_plus12_loc_pred_conv_weight" in saved   # its structure
     make = eval_args(synth_data, readers, "--deploy")
     out = run_both("evaluate", lambda f: [a.replace("/ssd_", "/deploy_ssd_") for a in make(f)],
                    readers, capsys, caplog)
