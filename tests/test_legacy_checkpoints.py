@@ -681,27 +681,35 @@ def test_train_loads_original_checkpoint(synth_data, readers, mode, caplog):
 
 
 @pytest.mark.slow
-def test_train_cli_resumes_original_checkpoint(synth_data, readers, tmp_path, capsys, caplog):
-    """train.py --resume 1 on the original's resnet50 checkpoint trains one more epoch."""
+@pytest.mark.parametrize("flags", [["--resume", "1"], ["--finetune", "1"],
+                                   ["--pretrained", "ORIGINAL", "--epoch", "1"]])
+def test_train_cli_trains_from_original_checkpoint(synth_data, readers, flags, tmp_path, capsys,
+                                                  caplog):
+    """train.py --resume / --finetune / --pretrained on the original's resnet50 checkpoint
+    trains one more epoch and saves it under this project's names."""
     import shutil
     from tests.test_evaluate import load_cli
     folder = tmp_path / "model"
     folder.mkdir()
     for suffix in ("-0001.params", "-symbol.json"):
         shutil.copy(readers.original / f"{readers.base}{suffix}", folder)
+    flags = [str(readers.original / readers.base) if f == "ORIGINAL" else f for f in flags]
+    end_epoch = "1" if flags[0] == "--pretrained" else "2"
     cli = load_cli("train")
     with caplog.at_level(logging.INFO):
         status = cli.main(["--train-path", readers.two_rec, "--val-path", "",
                            "--network", READER_NET, "--data-shape", str(READER_SIDE),
                            "--num-class", str(synth_data.num_classes),
                            "--class-names", ",".join(synth_data.class_names),
-                           "--prefix", str(folder / "ssd"), "--resume", "1", "--end-epoch", "2",
+                           "--prefix", str(folder / "ssd"), *flags, "--end-epoch", end_epoch,
                            "--batch-size", "2", "--gpus", "", "--lr", "0.0001",
                            "--log", str(tmp_path / "train.log")])
     assert status == 0, capsys.readouterr().err
-    assert converted_lines(caplog)
-    saved = mx.nd.load(str(folder / f"{readers.base}-0002.params"))
+    assert len(converted_lines(caplog)) == 1
+    assert "Left to initialize" not in caplog.text
+    saved = mx.nd.load(str(folder / f"{readers.base}-{int(end_epoch):04d}.params"))
     assert "arg:stage3_unit6_plus_loc_pred_conv_weight" in saved
+    assert not any("_plus" in key.split(":")[1][:5] for key in saved)
 
 
 # ------------------------------------------------------------ a missing pretrained backbone
