@@ -31,7 +31,7 @@ import os
 import sys
 
 if __package__ in (None, ""):       # run by path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 from config.runtime import setup_threads  # noqa: E402
 
