@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):       # run by path: make the repository root importable
     sys.path.insert(0, str(REPO))
+
+from benchmarks.recipe_sweep import parse_train_log  # noqa: E402
 
 BASE_FLAGS = {
     "--network": "tiny", "--data-shape": "256", "--batch-size": "8", "--lr": "0.1",
@@ -53,17 +54,6 @@ VARIANTS: dict[str, tuple[dict[str, str], dict]] = {
                               "stage_filters": [24, 48, 96, 192, 192],
                               "stage_depth": [1, 2, 2, 2, 2]}}}),
 }
-
-
-def parse_train_log(text: str) -> list[dict]:
-    """Per epoch: ``epoch``, ``time`` (training seconds) and ``map`` from a train.py log."""
-    epochs: dict[int, dict] = {}
-    for match in re.finditer(r"Epoch\[(\d+)\] Time cost=([0-9.]+)", text):
-        epochs.setdefault(int(match.group(1)), {"map": None})["time"] = float(match.group(2))
-    for match in re.finditer(r"Epoch\[(\d+)\] Validation-mAP=([0-9.naN]+)", text):
-        epochs.setdefault(int(match.group(1)), {"time": 0.0})["map"] = float(match.group(2))
-    return [{"epoch": e, "time": v.get("time", 0.0), "map": v["map"]}
-            for e, v in sorted(epochs.items())]
 
 
 def _worker(overrides: dict, train_argv: list[str]) -> int:

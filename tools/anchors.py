@@ -2,18 +2,11 @@
 
 SSD trains an anchor as a positive when its IoU with a ground-truth box is at least 0.5. This
 tool reads the boxes of a training ``.rec`` (or ``.lst``), builds the anchors of a preset at
-``--data-shape`` with MXNet's own ``MultiBoxPrior``, and prints per feature layer how many boxes find an anchor with IoU >= ``--thresh`` there, then the
-same for proposed anchors (``symbol/anchors.py``):
-
-* ratios: 1-D k-means on log(width / height) of the boxes (``len(ratios)`` clusters, the
-  middle one first, as the preset's ``1`` is);
-* sizes: k-means of the boxes' sqrt(area) into two sizes per layer, sorted and dealt to the
-  layers from the finest map to the coarsest; then a coordinate search over each layer's
-  sizes that keeps a change only if it raises the number of covered boxes, with sizes
-  increasing from layer to layer and at most ``MAX_SIZE_IN_STEPS`` anchor steps of their map.
-  It starts from the preset's sizes (the k-means sizes only if they cover more boxes), so the
-  proposal never covers fewer boxes than the preset, and a preset that already covers every
-  box keeps its sizes (only the ratios follow the data).
+``--data-shape`` with MXNet's own ``MultiBoxPrior``, and prints per feature layer how many boxes
+find an anchor with IoU >= ``--thresh`` there, then the same for anchors proposed by
+``symbol/anchors.py`` (ratios by k-means on the boxes' aspect, sizes by k-means on their area
+then a search that only keeps changes raising the coverage; a preset that already covers every
+box keeps its sizes).
 
 ``--output FILE`` writes the proposal as JSON (``{"sizes": ..., "ratios": ...}``) for
 ``train.py --anchors FILE`` (and ``evaluate.py`` / ``demo.py --anchors FILE``).

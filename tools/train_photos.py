@@ -26,12 +26,14 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):       # run by path: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, stop on failure)
 
 # The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/photo_sweep.py).
 PHOTO_RECIPE = {
@@ -73,22 +75,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pictures", dest="pictures", action="store_false",
                    help="skip demo.py's pictures of detections")
     return p
-
-
-def run(cmd: list[str]) -> str:
-    """Run one step, echo it, stream its output, and return the output."""
-    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        lines.append(line)
-    proc.wait()
-    if proc.returncode != 0:
-        raise SystemExit(f"step failed with exit code {proc.returncode}: {' '.join(cmd)}")
-    return "".join(lines)
 
 
 def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "") -> list[str]:
