@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[dict[str, str], dict]] = {
                             {"cosine": True, "preset": {"ratios": [[0.811, 0.566, 1.146]] * 5}}),
     # BatchNorm in the extra layers too (the tiny_photo preset)
     "bn256_cos": ({"--network": "tiny_photo", "--augment": "light"}, {"cosine": True}),
+    "bn256_cos_wd1e3": ({"--network": "tiny_photo", "--augment": "light", "--wd": "0.001"},
+                        {"cosine": True}),
     # wider stages (1.5x filters) and a second convolution in stage 2
     "light256_cos_wide": ({"--augment": "light"},
                           {"cosine": True, "preset": {"backbone_args": {

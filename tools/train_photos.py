@@ -43,7 +43,7 @@ PHOTO_RECIPE = {
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
     "warmup_epochs": 2,     # linear warm-up
     "lr_schedule": "cosine",  # cosine decay to lr / 1000 at the last epoch
-    "end_epoch": 80,
+    "end_epoch": 60,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
     "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
