@@ -54,7 +54,8 @@ def _reconcile_size(xml_path: str, xml_size: tuple[float, float] | None, image: 
         report.fixed("exif_turned", f"{xml_path}: boxes drawn on the EXIF-turned photo "
                      f"(orientation {image.orientation}), mapped to the stored pixels")
         return shown[0], shown[1], image.orientation
-    if abs(xml_size[0] / xml_size[1] - stored[0] / stored[1]) <= _ASPECT_TOLERANCE * stored[0] / stored[1]:
+    stored_aspect = stored[0] / stored[1]
+    if abs(xml_size[0] / xml_size[1] - stored_aspect) <= _ASPECT_TOLERANCE * stored_aspect:
         report.fixed("resized", f"{xml_path}: <size> {xml_size[0]:g}x{xml_size[1]:g} but the image "
                      f"is {image.width}x{image.height} (same aspect: resized after labelling), "
                      "boxes scaled")
