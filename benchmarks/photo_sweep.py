@@ -50,6 +50,10 @@ VARIANTS: dict[str, tuple[dict[str, str], dict]] = {
     "bn256_cos": ({"--network": "tiny_photo", "--augment": "light"}, {"cosine": True}),
     "bn256_cos_wd1e3": ({"--network": "tiny_photo", "--augment": "light", "--wd": "0.001"},
                         {"cosine": True}),
+    "bn288_cos": ({"--network": "tiny_photo", "--augment": "light", "--data-shape": "288"},
+                  {"cosine": True}),
+    "bn256_cos_lr05": ({"--network": "tiny_photo", "--augment": "light", "--lr": "0.05"},
+                       {"cosine": True}),
     # wider stages (1.5x filters) and a second convolution in stage 2
     "light256_cos_wide": ({"--augment": "light"},
                           {"cosine": True, "preset": {"backbone_args": {
