@@ -20,7 +20,7 @@ from config.runtime import setup_threads
 setup_threads()
 import mxnet as mx  # noqa: E402  (after setup_threads)
 
-from fit import load_param_file  # noqa: E402
+from checkpoint import load_param_file  # noqa: E402
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
 
 logger = logging.getLogger("deploy")

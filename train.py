@@ -16,13 +16,15 @@ import os
 import sys
 from typing import Sequence
 
-from config.runtime import setup_threads
+from config.runtime import setup_logging, setup_threads
 
 setup_threads()          # before importing mxnet; OMP_NUM_THREADS exported by the user wins
 
 import mxnet as mx  # noqa: E402
 
 import fit  # noqa: E402
+from checkpoint import INTERRUPTED  # noqa: E402
+from detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
 
 VOC_CLASSES = ("aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable, "
                "dog, horse, motorbike, person, pottedplant, sheep, sofa, train, tvmonitor")
@@ -40,13 +42,13 @@ def cuda_available() -> bool:
 
 
 def _resume_value(value: str) -> int | str:
-    if value == fit.INTERRUPTED:
+    if value == INTERRUPTED:
         return value
     try:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--resume {value!r}: an epoch number or '{fit.INTERRUPTED}'") from None
+            f"--resume {value!r}: an epoch number or '{INTERRUPTED}'") from None
 
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -304,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
     try:
-        fit.setup_logging(args.log_file or None)
+        setup_logging(args.log_file or None)
         logging.getLogger().info("Command: %s", " ".join(["train.py"] + argv))
         logging.getLogger().info("Arguments: %s", vars(args))
         _validate(args)
@@ -343,10 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except fit.NonFiniteError as err:
+    except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except fit.TrainingInterrupted as stop:
+    except TrainingInterrupted as stop:
         print(stop.resume_message, file=sys.stderr)
         return 130
     return 0

@@ -15,9 +15,12 @@ from typing import Any, Sequence
 import mxnet as mx
 import numpy as np
 
+import checkpoint
 import fit
+from config.runtime import set_log_rank, setup_logging
+from detection_module import NAN_POLICIES, DetectionModule
 from config.config import cfg, train_augmentation
-from dataset.iterator import DetRecordIter
+from dataset.iterator import DetRecordIter, measure_io
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
@@ -86,12 +89,12 @@ def resolve_label_width(train_path: str, val_path: str, label_pad_width: int,
 
 def _load_param_file(path: str, flag: str, prefix: str) -> tuple[dict, dict]:
     if not os.path.isfile(path):
-        epochs = fit.list_checkpoint_epochs(prefix)
+        epochs = checkpoint.list_checkpoint_epochs(prefix)
         have = ", ".join(str(e) for e in epochs) if epochs else "none"
         raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
                                 f"{prefix}: {have}")
     arg_params, aux_params = {}, {}
-    for key, value in fit.load_param_file(path, flag).items():
+    for key, value in checkpoint.load_param_file(path, flag).items():
         kind, _, name = key.partition(":")
         if kind == "arg":
             arg_params[name] = value
@@ -147,18 +150,18 @@ def _load_params(net: str, prefix: str, resume: int | str, finetune: int, pretra
     out: dict[str, Any] = {"arg_params": None, "aux_params": None, "fixed_param_names": None,
                            "begin_epoch": begin_epoch, "states_path": None}
     freeze = _freeze_names(freeze_layer_pattern, arg_shapes)
-    if resume == fit.INTERRUPTED or (isinstance(resume, int) and resume >= 0):
+    if resume == checkpoint.INTERRUPTED or (isinstance(resume, int) and resume >= 0):
         tag = resume
-        path = fit.checkpoint_path(prefix, tag, "params")
+        path = checkpoint.checkpoint_path(prefix, tag, "params")
         args, auxs = _load_param_file(path, f"--resume {resume}", prefix)
-        card = fit.load_card(prefix, tag) or {}
+        card = checkpoint.load_card(prefix, tag) or {}
         if card.get("network") not in (None, net):
             raise ValueError(f"--resume {resume}: {path} was trained with --network "
                              f"{card['network']}, not {net}")
         _check_same_network(f"--resume {resume}", path, args, auxs, arg_shapes, aux_shapes, net)
         out.update(arg_params=args, aux_params=auxs, fixed_param_names=freeze or None,
-                   states_path=fit.checkpoint_path(prefix, tag, "states"),
-                   begin_epoch=int(card.get("epoch", 0)) if tag == fit.INTERRUPTED else tag)
+                   states_path=checkpoint.checkpoint_path(prefix, tag, "states"),
+                   begin_epoch=int(card.get("epoch", 0)) if tag == checkpoint.INTERRUPTED else tag)
         logger.info("Resume from %s: %d parameters, optimizer state %s, continuing after epoch "
                     "%d", path, len(args) + len(auxs), out["states_path"], out["begin_epoch"])
         return out
@@ -167,7 +170,7 @@ def _load_params(net: str, prefix: str, resume: int | str, finetune: int, pretra
             flag, load_prefix, load_epoch = f"--finetune {finetune}", prefix, finetune
         else:
             flag, load_prefix, load_epoch = f"--pretrained {pretrained}", pretrained, epoch
-        path = fit.checkpoint_path(load_prefix, load_epoch, "params")
+        path = checkpoint.checkpoint_path(load_prefix, load_epoch, "params")
         args, auxs = _load_param_file(path, flag, load_prefix)
         args = convert_pretrained(load_prefix, args)
         args, skipped_a, unused_a = _filter_by_shape(flag, path, args, arg_shapes, net)
@@ -301,7 +304,7 @@ def train_net(net, train_path, num_classes, batch_size,
               min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
               nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
-              argv: Sequence[str] | None = None) -> fit.DetectionModule | None:
+              argv: Sequence[str] | None = None) -> DetectionModule | None:
     """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
 
     Parameters
@@ -385,11 +388,11 @@ def train_net(net, train_path, num_classes, batch_size,
 
     Returns
     -------
-    fit.DetectionModule or None
+    DetectionModule or None
         The trained module (None for ``test_io``).
     """
     call_args = {k: _jsonable(v) for k, v in locals().items()}
-    fit.setup_logging(log_file)
+    setup_logging(log_file)
     logger.info("train_net arguments: %s", call_args)
 
     if isinstance(data_shape, int):
@@ -400,15 +403,15 @@ def train_net(net, train_path, num_classes, batch_size,
         mean_pixels = [mean_pixels] * 3
     if len(mean_pixels) != 3:
         raise ValueError(f"--mean-r/-g/-b: need 3 values, got {mean_pixels}")
-    if nan_policy not in fit.NAN_POLICIES:
-        raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {fit.NAN_POLICIES}")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {NAN_POLICIES}")
     prefix = get_prefix(prefix, net, data_shape)
     _ensure_writable_folder(prefix)
 
     # distributed workers: shard the data, rank 0 writes
     kv = fit.create_kvstore(kv_store, len(ctx))
     rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
-    fit.set_log_rank(rank)
+    set_log_rank(rank)
     if num_workers > 1:
         logger.info("Worker %d of %d (kvstore %s): data sharded, rank 0 writes checkpoints",
                     rank, num_workers, kv.type)
@@ -427,8 +430,8 @@ def train_net(net, train_path, num_classes, batch_size,
         logger.info("Epoch size: %d images (from %s.idx)", num_example,
                     os.path.splitext(train_path)[0])
     start_epoch = begin_epoch
-    if resume == fit.INTERRUPTED:
-        saved_epoch = fit.interrupted_epoch(prefix)      # refuses a stale checkpoint
+    if resume == checkpoint.INTERRUPTED:
+        saved_epoch = checkpoint.interrupted_epoch(prefix)      # refuses a stale checkpoint
         start_epoch = begin_epoch if saved_epoch is None else saved_epoch
     elif isinstance(resume, int) and resume >= 0:
         start_epoch = resume
@@ -436,7 +439,7 @@ def train_net(net, train_path, num_classes, batch_size,
         train_path, val_path, train_list, val_list, batch_size, data_shape, mean_pixels,
         label_width, num_workers, rank, seed, start_epoch, augment)
     if test_io:
-        fit.measure_io(train_iter, frequent)
+        measure_io(train_iter, frequent)
         return None
     if kv is not None:
         train_iter = _equalize_shards(train_iter, kv.type, num_example, num_workers, batch_size)

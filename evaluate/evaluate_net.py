@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from fit import load_param_file
+from checkpoint import load_param_file
 
 logger = logging.getLogger(__name__)
 

@@ -35,12 +35,15 @@ def synth_data(tmp_path_factory) -> types.SimpleNamespace:
                          min_objects=1, max_objects=5, difficult_fraction=0.08, seed=7,
                          progress=False))
     devkit = os.path.join(root, "VOCdevkit")
-    logging.getLogger("dataset").setLevel(logging.WARNING)
+    quiet = logging.getLogger("dataset")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)          # packing logs a line per step: not wanted here
     train = prepare_dataset("pascal", "trainval", devkit, os.path.join(root, "train.lst"),
                             year="2007", shuffle=True, class_names=list(CLASSES), seed=0,
                             progress=False)
     val = prepare_dataset("pascal", "test", devkit, os.path.join(root, "val.lst"),
                           year="2007", shuffle=False, class_names=list(CLASSES), progress=False)
+    quiet.setLevel(level)
     return types.SimpleNamespace(
         root=root, devkit=devkit, class_names=list(CLASSES), num_classes=len(CLASSES),
         train_rec=train["rec"], train_idx=train["idx"], train_lst=train["lst"],

@@ -573,7 +573,7 @@ def tiny_checkpoint(synth_data, tmp_path_factory) -> str:
               label_pad_width=-1, class_names=synth_data.class_names, val_path="", seed=3)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_ssd_console", False)]:
-        root.removeHandler(handler)     # fit.setup_logging's console handler of this fixture
+        root.removeHandler(handler)     # config.runtime.setup_logging's console handler of this fixture
     assert os.path.isfile(base + "_tiny_64-0001.params")
     return base
 
@@ -716,13 +716,13 @@ def test_deploy_truncated_params(truncated_checkpoint, capsys):
 
 def test_params_file_holding_a_list(tmp_path):
     """``mx.nd.save`` of a list is a valid NDArray file but not a checkpoint."""
-    import fit
+    import checkpoint
     path = str(tmp_path / "list-0001.params")
     mx.nd.save(path, [mx.nd.zeros((2,))])
     with pytest.raises(ValueError, match=r"--pretrained x: .*list-0001\.params holds a list"):
-        fit.load_param_file(path, "--pretrained x")
+        checkpoint.load_param_file(path, "--pretrained x")
     with pytest.raises(FileNotFoundError, match="none-0001.params not found"):
-        fit.load_param_file(str(tmp_path / "none-0001.params"), "--pretrained x")
+        checkpoint.load_param_file(str(tmp_path / "none-0001.params"), "--pretrained x")
 
 
 def test_resume_corrupt_states(synth_data, tiny_checkpoint, tmp_path, capsys):
@@ -780,18 +780,18 @@ def test_epoch_checkpoint_removes_older_interrupted(synth_data, tiny_checkpoint,
 
 
 def test_remove_stale_interrupted_keeps_a_newer_one(tmp_path):
-    import fit
+    import checkpoint
     prefix = str(tmp_path / "p")
     for ext in ("params", "states"):
         (tmp_path / f"p-interrupted.{ext}").write_bytes(b"x")
     (tmp_path / "p-interrupted.json").write_text(json.dumps({"epoch": 3}))
-    fit.remove_stale_interrupted(prefix, 3)          # epoch 3 is not after the interrupt
-    assert fit.interrupted_epoch(prefix) == 3
+    checkpoint.remove_stale_interrupted(prefix, 3)          # epoch 3 is not after the interrupt
+    assert checkpoint.interrupted_epoch(prefix) == 3
     assert all((tmp_path / f"p-interrupted.{e}").exists() for e in ("params", "states", "json"))
-    fit.remove_stale_interrupted(prefix, 4)
+    checkpoint.remove_stale_interrupted(prefix, 4)
     assert not any((tmp_path / f"p-interrupted.{e}").exists()
                    for e in ("params", "states", "json"))
-    assert fit.interrupted_epoch(prefix) is None
+    assert checkpoint.interrupted_epoch(prefix) is None
 
 
 def test_kv_store_names():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fit
+from detection_module import NonFiniteError
 from evaluate.eval_metric import MultiBoxMetric
 from symbol.symbol_factory import get_symbol_train
 from conftest import tiny_train_kwargs
@@ -114,7 +115,7 @@ def test_two_cpu_contexts_equal_one(tmp_path, kvstore):
 def test_nan_stops_before_update_and_keeps_checkpoint(tmp_path, caplog):
     # 2 batches per epoch: batch 3 overall is the 2nd batch of the 2nd epoch
     data = _InjectNaN(_duplicated_batches(), at=3)
-    with pytest.raises(fit.NonFiniteError, match=r"epoch 1 .*batch 2.*--lr"):
+    with pytest.raises(NonFiniteError, match=r"epoch 1 .*batch 2.*--lr"):
         _fit_small(tmp_path, [mx.cpu()], data_iter=data, tag="nan", epochs=3)
     first = str(tmp_path / "nan-0001.params")
     assert os.path.isfile(first)

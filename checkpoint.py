@@ -1,0 +1,330 @@
+"""Checkpoint files: names, atomic writes, reading, cards, best and interrupted checkpoints.
+
+Training (:mod:`fit`, :mod:`train_net`) and every reader (``evaluate.py``, ``demo.py``,
+``deploy.py``, ``quantization.py``) go through this module, so a checkpoint is named, written
+and read in one place. Files of a run with prefix ``model/ssd``:
+
+* ``{prefix}-symbol.json``: the training graph with ``det_out``;
+* ``{prefix}-%04d.params`` / ``.states`` / ``.json``: weights, optimizer state and the
+  reproducibility card of a completed epoch;
+* ``{prefix}-best.params`` / ``-best.json``: the best validation mAP so far;
+* ``{prefix}-interrupted.params`` / ``.states`` / ``.json``: written on Ctrl-C / SIGTERM.
+
+Every file is written under a temporary name in the same folder, then renamed
+(``os.replace``), so a crash never leaves a half-written checkpoint under its real name.
+"""
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import subprocess
+from typing import Any, Callable, Sequence
+
+import mxnet as mx
+import numpy as np
+
+INTERRUPTED = "interrupted"      # tag of the checkpoint written on Ctrl-C / SIGTERM
+BEST = "best"                    # tag of the best-validation checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write(path: str, writer: Callable[[str], None]) -> None:
+    """Run ``writer(tmp_path)`` on a temporary name in the same folder, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def checkpoint_path(prefix: str, tag: int | str, ext: str) -> str:
+    """``{prefix}-0003.params`` for an epoch number, ``{prefix}-best.json`` for a tag."""
+    name = f"{tag:04d}" if isinstance(tag, int) else str(tag)
+    return f"{prefix}-{name}.{ext}"
+
+
+def list_checkpoint_epochs(prefix: str) -> list[int]:
+    """Epoch numbers that have a ``{prefix}-%04d.params`` file, sorted."""
+    epochs = []
+    for path in glob.glob(glob.escape(prefix) + "-*.params"):
+        match = re.fullmatch(r"-(\d{4,})\.params", path[len(prefix):])
+        if match:
+            epochs.append(int(match.group(1)))
+    return sorted(epochs)
+
+
+def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
+    """``mx.nd.load`` of a ``.params`` file, with clear errors for a missing or corrupt one.
+
+    Parameters
+    ----------
+    path : str
+        The ``.params`` file (``arg:``/``aux:`` keys, as ``mx.model.save_checkpoint`` writes).
+    flag : str
+        The flag that named it (``--resume 3``, ``--pretrained model/vgg16_reduced``), used
+        in the messages.
+
+    Returns
+    -------
+    dict of str to mx.nd.NDArray
+        The saved arrays by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not a readable NDArray dictionary (truncated, corrupt, another format).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: checkpoint {path} not found")
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError:
+        size = os.path.getsize(path)
+        raise ValueError(f"{flag}: {path} ({size} bytes) is not a readable .params file "
+                         f"(truncated, corrupt or not saved by mx.nd.save); save it again, or "
+                         f"pick another epoch/prefix") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{flag}: {path} holds a list of {len(saved)} arrays, not the named "
+                         f"'arg:'/'aux:' parameters of a checkpoint")
+    return saved
+
+
+def interrupted_epoch(prefix: str) -> int | None:
+    """Completed epochs recorded by the ``-interrupted`` card; refuses a stale checkpoint.
+
+    An ``-interrupted`` checkpoint older than the newest epoch checkpoint (a later segment
+    completed epochs after it) would restart training from older weights and overwrite the
+    completed epochs.
+
+    Parameters
+    ----------
+    prefix : str
+        Checkpoint prefix.
+
+    Returns
+    -------
+    int or None
+        The card's ``epoch`` (None when there is no card).
+
+    Raises
+    ------
+    ValueError
+        The newest ``{prefix}-%04d.params`` is later than the interrupted checkpoint.
+    """
+    try:
+        card = load_card(prefix, INTERRUPTED)
+    except ValueError as err:      # json.JSONDecodeError is a ValueError
+        raise ValueError(f"--resume {INTERRUPTED}: {checkpoint_path(prefix, INTERRUPTED, 'json')}"
+                         f" is not valid JSON ({err})") from None
+    if card is None:
+        return None
+    epoch = int(card.get("epoch", 0))
+    epochs = list_checkpoint_epochs(prefix)
+    if epochs and epochs[-1] > epoch:
+        raise ValueError(f"--resume {INTERRUPTED}: {checkpoint_path(prefix, INTERRUPTED, 'params')}"
+                         f" was saved after {epoch} completed epochs, but "
+                         f"{checkpoint_path(prefix, epochs[-1], 'params')} is newer (epoch "
+                         f"{epochs[-1]}); resuming the interrupted weights would redo and "
+                         f"overwrite completed epochs: use --resume {epochs[-1]}")
+    return epoch
+
+
+def remove_stale_interrupted(prefix: str, completed_epochs: int) -> None:
+    """Delete ``{prefix}-interrupted.*`` once epoch ``completed_epochs`` is saved after it."""
+    try:
+        card = load_card(prefix, INTERRUPTED)
+    except ValueError:
+        card = {}
+    if card is None:
+        return
+    if int(card.get("epoch", 0)) >= completed_epochs:
+        return
+    for ext in ("params", "states", "json"):
+        path = checkpoint_path(prefix, INTERRUPTED, ext)
+        if os.path.isfile(path):
+            os.remove(path)
+    logger.info("Removed the interrupted checkpoint %s (epoch %d is saved after it)",
+                checkpoint_path(prefix, INTERRUPTED, "params"), completed_epochs)
+
+
+def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
+    """Write ``arg:``/``aux:`` parameters (``mx.model.load_checkpoint`` format) atomically."""
+    save_dict = {f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
+    save_dict.update({f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+    atomic_write(path, lambda tmp: mx.nd.save(tmp, save_dict))
+
+
+def save_json(path: str, content: dict) -> None:
+    """Write a JSON document atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(content, f, indent=2, sort_keys=True, default=str)
+    atomic_write(path, write)
+
+
+def load_card(prefix: str, tag: int | str) -> dict | None:
+    """The reproducibility card of a checkpoint, or None when there is none."""
+    path = checkpoint_path(prefix, tag, "json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def environment_info() -> dict:
+    """Versions and revision recorded in every checkpoint card."""
+    return {"mxnet": mx.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "git_revision": _git_revision(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def resume_command(argv: Sequence[str] | None, resume_value: int | str) -> str:
+    """The command line that resumes this run: ``argv`` with ``--resume`` replaced."""
+    if not argv:
+        return f"python train.py ... --resume {resume_value}"
+    args = list(argv)
+    out: list[str] = []
+    skip_next = False
+    for arg in args[1:]:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg == "--resume":
+            skip_next = True
+            continue
+        if arg.startswith("--resume="):
+            continue
+        out.append(arg)
+    script = os.path.relpath(args[0]) if os.path.exists(args[0]) else args[0]
+    return shlex.join(["python", script] + out + ["--resume", str(resume_value)])
+
+
+class Checkpointer:
+    """Epoch-end checkpoints, cards, best checkpoint and the interrupted checkpoint."""
+
+    def __init__(self, module: mx.mod.Module, prefix: str, save_symbol: mx.sym.Symbol,
+                 end_epoch: int, save_period: int, card_base: dict,
+                 eval_metric: mx.metric.EvalMetric, enabled: bool, has_validation: bool,
+                 tensorboard: Any = None) -> None:
+        self.module = module
+        self.prefix = prefix
+        self.save_symbol = save_symbol
+        self.end_epoch = end_epoch
+        self.save_period = max(1, save_period)
+        self.card_base = card_base
+        self.eval_metric = eval_metric
+        self.enabled = enabled
+        self.has_validation = has_validation
+        self.tensorboard = tensorboard
+        best = load_card(prefix, BEST) if enabled else None
+        self.best_map = float(best["metrics"]["validation"].get("mAP", -1.0)) if best else -1.0
+        self._pending: dict | None = None
+
+    def _train_metrics(self) -> dict:
+        try:
+            pairs = self.eval_metric.get_global_name_value()
+        except (AttributeError, NotImplementedError):
+            pairs = self.eval_metric.get_name_value()
+        return {name: float(value) for name, value in pairs}
+
+    def _card(self, epoch_number: int, validation: dict | None, **extra: Any) -> dict:
+        optimizer = self.module._optimizer
+        card = dict(self.card_base)
+        card.update({
+            "epoch": epoch_number,
+            "time": datetime.datetime.now().isoformat(timespec="seconds"),
+            "learning_rate": float(optimizer.learning_rate) if optimizer else None,
+            "num_update": int(optimizer.num_update) if optimizer else None,
+            "skipped_batches": self.module.num_skipped,
+            "metrics": {"train": self._train_metrics(), "validation": validation or {}},
+        })
+        card.update(extra)
+        return card
+
+    def _write(self, tag: int | str, arg_params: dict, aux_params: dict, card: dict,
+               with_states: bool = True) -> None:
+        atomic_write(f"{self.prefix}-symbol.json", self.save_symbol.save)
+        save_params(checkpoint_path(self.prefix, tag, "params"), arg_params, aux_params)
+        if with_states:
+            try:
+                atomic_write(checkpoint_path(self.prefix, tag, "states"),
+                              self.module.save_optimizer_states)
+            except (AssertionError, mx.base.MXNetError) as err:
+                logger.warning("Optimizer state not saved (%s): a resume restarts momentum", err)
+        save_json(checkpoint_path(self.prefix, tag, "json"), card)
+
+    def on_epoch_end(self, epoch: int, symbol: mx.sym.Symbol, arg_params: dict,
+                     aux_params: dict) -> None:
+        """``Module.fit`` epoch-end callback (``epoch`` is 0-based)."""
+        optimizer = self.module._optimizer
+        lr = float(optimizer.learning_rate) if optimizer else float("nan")
+        logger.info("Epoch[%d] Learning-rate=%g", epoch, lr)
+        if self.tensorboard is not None:
+            for name, value in self._train_metrics().items():
+                self.tensorboard.add_scalar(f"train/{name}", value, epoch + 1)
+            self.tensorboard.add_scalar("train/learning_rate", lr, epoch + 1)
+        number = epoch + 1
+        self.module.epoch = number
+        self.module.nbatch = 0
+        if not self.enabled:
+            return
+        due = number % self.save_period == 0 or number == self.end_epoch
+        if due:
+            card = self._card(number, None)
+            self._write(number, arg_params, aux_params, card)
+            logger.info("Saved checkpoint to %s", checkpoint_path(self.prefix, number, "params"))
+            remove_stale_interrupted(self.prefix, number)
+        self._pending = {"number": number, "due": due, "arg": arg_params, "aux": aux_params}
+
+    def on_validation(self, epoch: int, result: list) -> None:
+        """Called by ``DetectionModule.score`` after each validation."""
+        if self.tensorboard is not None:
+            for name, value in result:
+                self.tensorboard.add_scalar(f"validation/{name}", float(value), epoch + 1)
+        pending, self._pending = self._pending, None
+        if not self.enabled or pending is None:
+            return
+        validation = {name: float(value) for name, value in result}
+        card = self._card(pending["number"], validation)
+        if pending["due"]:
+            save_json(checkpoint_path(self.prefix, pending["number"], "json"), card)
+        current = validation.get("mAP", float("nan"))
+        if np.isfinite(current) and current > self.best_map:
+            self.best_map = current
+            self._write(BEST, pending["arg"], pending["aux"], card, with_states=False)
+            logger.info("Epoch[%d] New best Validation-mAP=%f: saved %s", epoch, current,
+                        checkpoint_path(self.prefix, BEST, "params"))
+
+    def save_interrupted(self, completed_epochs: int, nbatch: int) -> None:
+        """Save the current weights and optimizer state as the ``-interrupted`` checkpoint."""
+        if not self.enabled:
+            return
+        arg_params, aux_params = self.module.get_params()
+        card = self._card(completed_epochs, None, interrupted_in_batch=nbatch,
+                          note="mid-epoch weights; --resume interrupted restarts epoch "
+                               f"{completed_epochs} (0-based) from its first batch")
+        self._write(INTERRUPTED, arg_params, aux_params, card)

@@ -1,0 +1,213 @@
+"""``DetectionModule``: ``mx.mod.Module`` with the SSD training guards and validation.
+
+* ``update`` refuses a batch whose outputs or gradients are not finite (``--nan-policy``);
+* ``init_optimizer`` restores the optimizer state (momentum) when resuming;
+* ``score`` validates with the inference graph (softmax + NMS) through
+  :func:`evaluate.evaluate_net.score_detections`, the scoring path ``evaluate.py`` uses;
+* :class:`SignalGuard` turns Ctrl-C / SIGTERM into :class:`TrainingInterrupted` after the
+  current batch, so :func:`fit.fit` can save the interrupted checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any, Callable
+
+import mxnet as mx
+import numpy as np
+
+from evaluate.evaluate_net import score_detections
+
+NAN_POLICIES = ("stop", "skip")
+MAX_CONSECUTIVE_SKIPS = 20       # --nan-policy skip gives up after this many bad batches in a row
+NAN_REMEDIES = ("lower --lr (e.g. by 10x), add --warmup-epochs 1-5, or check the records for "
+                "degenerate boxes (zero width/height, x2 < x1) with tools/prepare_dataset.py")
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """A loss output or gradient became NaN/Inf; the update was not applied."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; raised after the current batch."""
+
+    def __init__(self, signum: int, epoch: int, nbatch: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at epoch {epoch} batch {nbatch}")
+        self.signum = signum
+        self.epoch = epoch
+        self.nbatch = nbatch
+        self.resume_message = ""
+
+
+class DetectionModule(mx.mod.Module):
+    """``mx.mod.Module`` with the SSD training extras.
+
+    * ``update`` refuses a batch whose outputs or gradients are not finite (``nan_policy``
+      ``stop`` raises :class:`NonFiniteError`, ``skip`` drops that update and its metric);
+    * ``init_optimizer`` restores the optimizer state (momentum) from ``states_path``;
+    * ``score`` validates with ``infer_symbol`` (``get_symbol``: softmax + NMS) bound once on
+      the same contexts and fed the current parameters, through
+      ``evaluate.evaluate_net.score_detections``; then calls ``after_validation``.
+    """
+
+    def __init__(self, symbol: mx.sym.Symbol, *, infer_symbol: mx.sym.Symbol | None = None,
+                 nan_policy: str = "stop", begin_epoch: int = 0, states_path: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(symbol, **kwargs)
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {NAN_POLICIES}")
+        self.infer_symbol = infer_symbol
+        self.nan_policy = nan_policy
+        self.states_path = states_path
+        self.epoch = begin_epoch          # epoch in progress (0-based, as in the log lines)
+        self.nbatch = 0                   # batches seen in this epoch
+        self.num_skipped = 0
+        self._consecutive_skips = 0
+        self._skip_metric = False
+        self._infer_module: mx.mod.Module | None = None
+        self.after_validation: Callable[[int, list], None] | None = None
+        self.describe_validation: Callable[[int], str] | None = None
+        self.last_validation: dict[str, float] = {}
+
+    # -- optimizer state ----------------------------------------------------------------
+    def init_optimizer(self, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        super().init_optimizer(*args, **kwargs)
+        if self.states_path:
+            # Module.load_optimizer_states leaves its file open (ResourceWarning): read it here
+            with open(self.states_path, "rb") as f:
+                states = f.read()
+            updater = self._kvstore._updater if self._update_on_kvstore else self._updater
+            if updater is None:
+                self.logger.warning("Optimizer state %s not restored: the distributed kvstore "
+                                    "keeps it on the servers", self.states_path)
+                return
+            try:
+                updater.set_states(states)
+            except Exception as err:  # noqa: BLE001 - pickle raises many types on bad bytes
+                raise ValueError(f"--resume: optimizer state {self.states_path} is not readable "
+                                 f"(truncated or corrupt: {type(err).__name__}); delete it to "
+                                 f"resume with fresh momentum") from None
+            self.logger.info("Restored optimizer state from %s", self.states_path)
+
+    # -- non-finite guard ---------------------------------------------------------------
+    def _first_non_finite(self) -> str | None:
+        checks, names = [], []
+        outputs = self.get_outputs(merge_multi_context=False)
+        for name, per_device in zip(self.output_names, outputs):
+            for array in per_device:
+                checks.append(mx.nd.sum(array).as_in_context(mx.cpu()))
+                names.append(f"output {name}")
+        group = self._exec_group
+        for name, per_device in zip(group.param_names, group.grad_arrays):
+            for array in per_device:
+                if array is not None:
+                    checks.append(mx.nd.sum(array).as_in_context(mx.cpu()))
+                    names.append(f"gradient of {name}")
+        if not checks:
+            return None
+        # (K,) one sum per array; a NaN/Inf anywhere makes its sum non-finite
+        values = mx.nd.concat(*[c.reshape((1,)) for c in checks], dim=0).asnumpy()
+        bad = np.flatnonzero(~np.isfinite(values))
+        return names[bad[0]] if bad.size else None
+
+    def update(self) -> None:  # noqa: D102
+        self.nbatch += 1
+        self._skip_metric = False
+        what = self._first_non_finite()
+        if what is None:
+            self._consecutive_skips = 0
+            super().update()
+            return
+        where = f"epoch {self.epoch} (0-based, as logged) batch {self.nbatch}"
+        if self.nan_policy == "skip" and self._consecutive_skips < MAX_CONSECUTIVE_SKIPS:
+            self._consecutive_skips += 1
+            self.num_skipped += 1
+            self._skip_metric = True
+            self.logger.warning("Non-finite %s at %s: update skipped (%d skipped so far)",
+                                what, where, self.num_skipped)
+            return
+        extra = (f" after {self._consecutive_skips} consecutive skipped batches"
+                 if self._consecutive_skips else "")
+        raise NonFiniteError(f"non-finite {what} at {where}{extra}; training stopped before "
+                             f"this update, the last good checkpoint is untouched. Try: "
+                             f"{NAN_REMEDIES}")
+
+    def update_metric(self, eval_metric: mx.metric.EvalMetric, labels: Any,
+                      pre_sliced: bool = False) -> None:  # noqa: D102
+        if not self._skip_metric:
+            super().update_metric(eval_metric, labels, pre_sliced)
+
+    # -- validation -----------------------------------------------------------------------
+    def _get_infer_module(self, eval_data: mx.io.DataIter) -> mx.mod.Module:
+        if self._infer_module is None:
+            module = mx.mod.Module(self.infer_symbol, data_names=("data",), label_names=None,
+                                   context=self._context, logger=self.logger)
+            module.bind(data_shapes=eval_data.provide_data, for_training=False)
+            self._infer_module = module
+        return self._infer_module
+
+    def score(self, eval_data: mx.io.DataIter, eval_metric: mx.metric.EvalMetric,
+              num_batch: int | None = None, batch_end_callback: Any = None,
+              score_end_callback: Any = None, reset: bool = True, epoch: int = 0,
+              sparse_row_id_fn: Any = None) -> list:  # noqa: D102
+        if self.infer_symbol is None:
+            return super().score(eval_data, eval_metric, num_batch, batch_end_callback,
+                                 score_end_callback, reset, epoch, sparse_row_id_fn)
+        module = self._get_infer_module(eval_data)
+        arg_params, aux_params = self.get_params()
+        module.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True,
+                          force_init=True)
+        if reset:
+            eval_data.reset()
+        eval_metric.reset()
+        num_images = score_detections(module, eval_data, eval_metric, num_batch=num_batch)
+        result = eval_metric.get_name_value()
+        self.last_validation = {name: float(value) for name, value in result}
+        describe = self.describe_validation or (
+            lambda count: validation_protocol(eval_metric, count))
+        self.logger.info("Epoch[%d] Validation %s", epoch, describe(num_images))
+        if self.after_validation is not None:
+            self.after_validation(epoch, result)
+        return result
+
+
+def validation_protocol(metric: mx.metric.EvalMetric, num_images: int) -> str:
+    """Fallback one-line description of how validation mAP is computed."""
+    kind = "VOC07 11-point AP" if "VOC07" in type(metric).__name__ else "VOC area AP"
+    ovp = getattr(metric, "ovp_thresh", 0.5)
+    difficult = "difficult counted" if getattr(metric, "use_difficult", False) \
+        else "difficult ignored"
+    return f"protocol: {kind} @ IoU>{ovp:g}, {difficult}, {num_images} images"
+
+
+class SignalGuard:
+    """Turns the first SIGINT/SIGTERM into a flag checked after each batch."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        logger.warning("%s received: finishing the current batch, then saving a checkpoint "
+                       "(press Ctrl-C again to abort without saving)", signal.Signals(signum).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def __enter__(self) -> "SignalGuard":
+        if threading_is_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def threading_is_main() -> bool:
+    """Signal handlers can only be installed from the main thread."""
+    return threading.current_thread() is threading.main_thread()
