@@ -409,3 +409,13 @@ def _good_copy(rec_path: str, report: RecordReport) -> str:
     logger.info("Wrote %s: %d records without the %d bad ones", out_rec, report.num_good,
                 len(report.bad))
     return out_rec
+
+
+def add_bad_records_arg(parser) -> None:
+    """``--bad-records stop|skip`` (train.py and evaluate.py)."""
+    parser.add_argument("--bad-records", dest="bad_records", choices=BAD_RECORD_POLICIES,
+                        default="stop",
+                        help="a record that cannot be read (corrupt image, garbage label, "
+                             "truncated .rec): 'stop' with an error naming the file and the "
+                             "record index, or 'skip' it (logged once, counted in the "
+                             "checkpoint card) (default: stop)")
