@@ -145,6 +145,8 @@ class PrefixLock:
 
     The kernel releases the lock when the process ends, however it ends (``kill -9``
     included), so a lock is never left behind; the file only records the holder's pid.
+    Within one process the lock is re-entrant (a second ``train_net`` call on the prefix,
+    as tests make, shares it); it is released when every holder has released it.
 
     Parameters
     ----------
@@ -152,13 +154,23 @@ class PrefixLock:
         Checkpoint prefix (``model/ssd_tiny_64``).
     """
 
+    _held: dict[str, list[int]] = {}       # lock path -> [fd, holders] in this process
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.path = f"{prefix}.lock"
-        self._fd: int | None = None
+        self._key = os.path.abspath(self.path)
+        self._holding = False
 
     def acquire(self) -> "PrefixLock":
         """Take the lock or raise :class:`PrefixLockedError` naming the holder's pid."""
+        if self._holding:
+            return self
+        held = PrefixLock._held.get(self._key)
+        if held is not None:
+            held[1] += 1
+            self._holding = True
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,16 +183,22 @@ class PrefixLock:
                 f"--prefix") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        PrefixLock._held[self._key] = [fd, 1]
+        self._holding = True
         return self
 
     def release(self) -> None:
-        """Release the lock (the kernel also releases it when the process ends)."""
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Release this holder (the kernel releases the lock when the process ends)."""
+        if not self._holding:
+            return
+        self._holding = False
+        held = PrefixLock._held[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            del PrefixLock._held[self._key]
+            os.ftruncate(held[0], 0)
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
 
     def __enter__(self) -> "PrefixLock":
         return self.acquire()

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -425,7 +426,7 @@ def test_size_limit_while_writing_evaluation_outputs(synth_data, tmp_path):
     (out_dir / "results.json").write_text("{\"previous\": true}")
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
 
     argv = [sys.executable, "evaluate.py", "--rec-path", synth_data.val_rec, "--network", "tiny",
             "--data-shape", "128", "--num-class", str(synth_data.num_classes), "--class-names",
@@ -436,7 +437,7 @@ def test_size_limit_while_writing_evaluation_outputs(synth_data, tmp_path):
     assert out.returncode == 1, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1] == (
         f"error: cannot write {out_dir / 'results.json'}: file size limit reached (ulimit -f / "
-        f"RLIMIT_FSIZE 600 bytes)")
+        f"RLIMIT_FSIZE 100 bytes)")
     assert os.listdir(out_dir) == ["results.json"]
     assert (out_dir / "results.json").read_text() == "{\"previous\": true}"
 
@@ -444,16 +445,29 @@ def test_size_limit_while_writing_evaluation_outputs(synth_data, tmp_path):
 # --------------------------------------------------------------------------------------------
 # case 4: two runs on one prefix
 # --------------------------------------------------------------------------------------------
-def test_prefix_lock_in_process(tmp_path):
+def test_prefix_lock_refuses_another_process_and_dies_with_it(tmp_path):
     import checkpoint
 
     prefix = str(tmp_path / "ssd_tiny_64")
-    with checkpoint.PrefixLock(prefix):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; "
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+         "os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); time.sleep(120)",
+         prefix + ".lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(checkpoint.PrefixLockedError,
-                           match=rf"--prefix {prefix}: another training run \(pid {os.getpid()}\)"):
+                           match=rf"^--prefix {re.escape(prefix)}: another training run "
+                                 rf"\(pid {holder.pid}\) is writing these checkpoints"):
             checkpoint.PrefixLock(prefix).acquire()
-    with checkpoint.PrefixLock(prefix):        # released: taken again
-        pass
+    finally:
+        holder.kill()                         # SIGKILL: the kernel drops its lock
+        holder.communicate(timeout=30)
+    with checkpoint.PrefixLock(prefix) as lock:
+        assert Path(lock.path).read_text().strip() == str(os.getpid())
+        with checkpoint.PrefixLock(prefix):    # re-entrant within this process
+            pass
+    assert Path(prefix + ".lock").read_text() == ""
 
 
 @pytest.mark.slow
@@ -467,7 +481,7 @@ def test_second_run_on_the_same_prefix_refuses(synth_data, tmp_path):
     try:
         deadline = time.time() + 60
         while time.time() < deadline:          # the first run holds the lock
-            if os.path.isfile(lock_path) and open(lock_path).read().strip() == str(first.pid):
+            if os.path.isfile(lock_path) and Path(lock_path).read_text().strip() == str(first.pid):
                 break
             time.sleep(0.2)
         else:
