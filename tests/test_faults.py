@@ -304,26 +304,31 @@ def test_kill9_loop_newest_checkpoint_always_loads(synth_data, tmp_path):
                                f"after-rename:{NET}-{{e:04d}}.json"]       # epoch 1 complete
     plan += named + [f"after-rename:{NET}-{{e:04d}}.params",              # again, from epoch 2
                      f"before-rename:{NET}-{{e:04d}}.json"]
-    plan += [round(rng.uniform(2.0, 7.0), 1) for _ in range(5)]           # random moments
-    outcomes = []
+    plan += [rng.random() for _ in range(5)]     # random moments of a 10-epoch run (fraction)
+    outcomes, one_epoch_run = [], 10.0
     for point in plan:
         last = _assert_newest_loads(prefix)
         resume = "last" if last is not None else None
         epoch = (last or 0) + 1
         if isinstance(point, str):
             point = point.format(e=epoch)
+            tic = time.time()
             out = _train_process(synth_data, prefix_arg, epoch, resume, kill_at=point)
             assert out.returncode == -signal.SIGKILL, (point, out.returncode, out.stderr[-2000:])
             if resume:
                 assert f"Resume from {prefix}-{last:04d}.params" in out.stderr
+            if point.startswith("after-rename") and point.endswith(".json"):
+                one_epoch_run = time.time() - tic      # start-up + 1 epoch + checkpoint
         else:
-            proc = _train_process(synth_data, prefix_arg, epoch, resume, popen=True)
+            # a moment between start-up and the end of a 10-epoch run (at this machine's speed)
+            delay = round(0.5 + point * 1.5 * one_epoch_run, 2)
+            proc = _train_process(synth_data, prefix_arg, epoch + 9, resume, popen=True)
             try:
-                proc.wait(timeout=point)
+                proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
-            point = f"after {point} s: exit {proc.returncode}"
+            point = f"random kill after {delay} s: exit {proc.returncode}"
         now = _assert_newest_loads(prefix)
         assert (now or 0) >= (last or 0)
         outcomes.append(f"{point} -> newest {now}, temporaries {_temporaries(tmp_path)}")
