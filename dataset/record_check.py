@@ -129,7 +129,7 @@ def _read_record(f, file_size: int, offset: int) -> tuple[bytes, int]:
         if magic != RECORD_MAGIC:
             where = "" if pos == offset else f" at offset {pos}"
             raise _RecordError(f"no record starts here{where} (magic {magic:#010x}): the .idx "
-                               "does not belong to this .rec, or the .rec is corrupt")
+                               "does not match the .rec, or the .rec is corrupt")
         length, part = lrec & _LENGTH_MASK, lrec >> 29
         if pos + 8 + length > file_size:
             raise _RecordError(f"{length}-byte record runs past the end of the .rec "
@@ -229,7 +229,7 @@ def scan_records(rec_path: str, decode: bool = True) -> RecordReport:
                 probe.__exit__(None, None, None)
     if unlisted:
         raise BadRecordError(
-            f"{idx_path} does not describe {rec_path}: {len(unlisted)} record(s) of the .rec "
+            f"{idx_path} does not match {rec_path}: {len(unlisted)} record(s) of the .rec "
             f"are not in the .idx (first at offset {min(unlisted)}); the .idx belongs to "
             f"another .rec or is out of date: pack the data again with tools/pack_rec.py")
     return RecordReport(rec_path, len(entries), bad, time.perf_counter() - tic)
@@ -377,13 +377,13 @@ def select_records(rec_path: str, policy: str = "stop", flag: str = "--train-pat
         return RecordSelection(rec_path, report)
     first = report.bad[0]
     count = f"{len(report.bad)} of {report.num_records} records are bad"
+    if len(report.bad) > MAX_SKIPPED_FRACTION * report.num_records or not report.num_good:
+        raise BadRecordError(f"{flag} {first.describe(rec_path)} ({count}: too many to skip; "
+                             f"the .idx does not match the .rec or the whole file is damaged: "
+                             f"pack the data again)")
     if policy == "stop":
         raise BadRecordError(f"{flag} {first.describe(rec_path)} ({count}); pass --bad-records "
                              f"skip to leave them out, or pack the data again")
-    if len(report.bad) > MAX_SKIPPED_FRACTION * report.num_records or not report.num_good:
-        raise BadRecordError(f"{flag} {rec_path}: {count} (first: {first.describe(rec_path)}); "
-                             f"too many to skip: the .idx or the whole .rec is damaged, pack the "
-                             f"data again")
     for bad in report.bad:
         logger.warning("--bad-records skip: leaving out %s", bad.describe(rec_path))
     return RecordSelection(_good_copy(rec_path, report), report, list(report.bad))
