@@ -26,6 +26,7 @@ import fit  # noqa: E402
 from checkpoint import INTERRUPTED, LAST, FileWriteError  # noqa: E402
 from dataset.record_check import add_bad_records_arg  # noqa: E402
 from detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
+from dataset.imdb import load_class_names  # noqa: E402
 
 VOC_CLASSES = ("aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable, "
                "dog, horse, motorbike, person, pottedplant, sheep, sofa, train, tvmonitor")
@@ -165,38 +166,6 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_class_names(value: str, num_class: int) -> list[str]:
-    """Class names from a comma list or a file (one per line); exactly ``num_class`` of them.
-
-    Parameters
-    ----------
-    value : str
-        ``"cat,dog"`` or a path to a names file.
-    num_class : int
-        Expected count (``--num-class``).
-
-    Returns
-    -------
-    list of str
-    """
-    if os.path.isfile(value):
-        with open(value) as f:
-            names = [line.strip() for line in f if line.strip()]
-        where = f"file {value}"
-    else:
-        names = [name.strip() for name in value.split(",") if name.strip()]
-        where = f"{value!r}"
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"--class-names {where}: duplicate class names {duplicates}; every "
-                         f"class needs its own name")
-    if len(names) != num_class:
-        raise ValueError(f"--class-names {where} has {len(names)} names but --num-class is "
-                         f"{num_class}; give exactly {num_class} comma-separated names or a "
-                         f"file with one per line")
-    return names
-
-
 def parse_contexts(gpus: str, num_cpu_contexts: int = 1) -> list:
     """Contexts from ``--gpus`` ('' = CPU, then ``--cpus`` CPU contexts).
 
@@ -292,6 +261,59 @@ def _validate(args: argparse.Namespace) -> None:
     fit.parse_lr_steps(args.lr_refactor_step)
 
 
+def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict:
+    """Turn parsed (and validated) ``train.py`` flags into :func:`train_net.train_net` keywords.
+
+    The one place where flags become the recipe's arguments: ``train.py`` and
+    ``benchmarks/benchmark.py`` both call it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        From :func:`get_parser`; checked here first.
+    argv : sequence of str, optional
+        The command line, kept in checkpoint cards and the resume hint.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``train_net``.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        A flag's value is out of range or names a missing file (see :func:`_validate`).
+    """
+    _validate(args)
+    ctx = parse_contexts(args.gpus, args.num_cpu_contexts)
+    if args.batch_size % len(ctx):
+        raise ValueError(f"--batch-size {args.batch_size}: must be divisible by the "
+                         f"{len(ctx)} devices")
+    num_example = args.num_example     # None: train_net counts the records it reads
+    return dict(
+        net=args.network, train_path=args.train_path, num_classes=args.num_class,
+        batch_size=args.batch_size, data_shape=args.data_shape,
+        mean_pixels=[args.mean_r, args.mean_g, args.mean_b], resume=args.resume,
+        finetune=args.finetune, pretrained=args.pretrained, epoch=args.epoch,
+        prefix=args.prefix, ctx=ctx, begin_epoch=args.begin_epoch, end_epoch=args.end_epoch,
+        frequent=args.frequent, learning_rate=args.learning_rate, momentum=args.momentum,
+        weight_decay=args.weight_decay, lr_refactor_step=args.lr_refactor_step,
+        lr_refactor_ratio=args.lr_refactor_ratio, freeze_layer_pattern=args.freeze_pattern,
+        num_example=num_example,
+        label_pad_width=-1 if args.label_width is None else args.label_width,
+        nms_thresh=args.nms_thresh, force_nms=args.force_nms, ovp_thresh=args.overlap_thresh,
+        use_difficult=args.use_difficult,
+        class_names=load_class_names(args.class_names, num_classes=args.num_class),
+        voc07_metric=args.use_voc07_metric, nms_topk=args.nms_topk,
+        train_list=args.train_list, val_path=args.val_path, val_list=args.val_list,
+        iter_monitor=args.monitor, monitor_pattern=args.monitor_pattern,
+        log_file=args.log_file or None, kv_store=args.kv_store, optimizer=args.optimizer,
+        min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
+        seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
+        nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
+        argv=list(argv) if argv else None, bad_records=args.bad_records)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 training failure, 2 bad input, 130 stop).
 
@@ -311,36 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(args.log_file or None)
         logging.getLogger().info("Command: %s", " ".join(["train.py"] + argv))
         logging.getLogger().info("Arguments: %s", vars(args))
-        _validate(args)
-        ctx = parse_contexts(args.gpus, args.num_cpu_contexts)
-        if args.batch_size % len(ctx):
-            raise ValueError(f"--batch-size {args.batch_size}: must be divisible by the "
-                             f"{len(ctx)} devices")
-        class_names = parse_class_names(args.class_names, args.num_class)
-        num_example = args.num_example     # None: the records train_net reads (bad ones left out)
         from train_net import train_net
-        train_net(net=args.network, train_path=args.train_path, num_classes=args.num_class,
-                  batch_size=args.batch_size, data_shape=args.data_shape,
-                  mean_pixels=[args.mean_r, args.mean_g, args.mean_b], resume=args.resume,
-                  finetune=args.finetune, pretrained=args.pretrained, epoch=args.epoch,
-                  prefix=args.prefix, ctx=ctx, begin_epoch=args.begin_epoch,
-                  end_epoch=args.end_epoch, frequent=args.frequent,
-                  learning_rate=args.learning_rate, momentum=args.momentum,
-                  weight_decay=args.weight_decay, lr_refactor_step=args.lr_refactor_step,
-                  lr_refactor_ratio=args.lr_refactor_ratio,
-                  freeze_layer_pattern=args.freeze_pattern, num_example=num_example,
-                  label_pad_width=-1 if args.label_width is None else args.label_width,
-                  nms_thresh=args.nms_thresh, force_nms=args.force_nms,
-                  ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
-                  class_names=class_names, voc07_metric=args.use_voc07_metric,
-                  nms_topk=args.nms_topk, train_list=args.train_list, val_path=args.val_path,
-                  val_list=args.val_list, iter_monitor=args.monitor,
-                  monitor_pattern=args.monitor_pattern, log_file=args.log_file or None,
-                  kv_store=args.kv_store, optimizer=args.optimizer,
-                  min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
-                  seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
-                  nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
-                  argv=["train.py"] + argv, bad_records=args.bad_records)
+        train_net(**train_net_kwargs(args, ["train.py"] + argv))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""tools/benchmark.py runs end to end on tiny input and reports every field (no timing asserts)."""
+"""benchmarks/benchmark.py runs end to end on tiny input and reports every field (no timing asserts)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tools import benchmark
+from benchmarks import benchmark, workers
 
 TINY_ARGS = ["--network", "tiny", "--data-shape", "64", "--batch-size", "4",
              "--compute-batches", "2", "--train-batches", "3", "--io-images", "32",
@@ -92,9 +92,9 @@ def test_missing_rec_exits_2(tmp_path, capsys):
 
 
 def test_linear_slope():
-    assert benchmark.linear_slope([1.0, 3.0, 5.0, 7.0]) == pytest.approx(2.0)
-    assert benchmark.linear_slope([4.0, 4.0, 4.0]) == pytest.approx(0.0)
-    assert benchmark.linear_slope([2.0]) == 0.0
+    assert workers.linear_slope([1.0, 3.0, 5.0, 7.0]) == pytest.approx(2.0)
+    assert workers.linear_slope([4.0, 4.0, 4.0]) == pytest.approx(0.0)
+    assert workers.linear_slope([2.0]) == 0.0
 
 
 def test_repeat_keeps_best_round(tiny_run):

@@ -1,9 +1,9 @@
-"""tools/benchmark_pack.py runs on a tiny input and prints its figures (no timing asserted)."""
+"""benchmarks/benchmark_pack.py runs on a tiny input and prints its figures (no timing asserted)."""
 import json
 
 import pytest
 
-from tools.benchmark_pack import main, parse_counts
+from benchmarks.benchmark_pack import main, parse_counts
 
 
 def test_runs_and_writes_every_field(tmp_path, capsys):

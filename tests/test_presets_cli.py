@@ -7,7 +7,7 @@
   checkpoint's parameters (``evaluate/detector.py``, ``demo.py``), and ``evaluate.py --deploy``
   gives exactly the mAP of ``evaluate.py`` without it.
 
-The full timing table of every preset and shape is ``python -m tools.check_presets``.
+The full timing table of every preset and shape is ``python -m benchmarks.check_presets``.
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ import demo
 import deploy
 from evaluate.detector import Detector, load_image, preprocess
 from symbol.symbol_factory import get_symbol
-from tools.check_presets import TRAIN_PY, checkpoint_prefix, make_record, train_command
+from benchmarks.check_presets import TRAIN_PY, checkpoint_prefix, make_record, train_command
 
 # Big presets: one batch of one image each, the smaller shape of every backbone plus
 # vgg16_reduced 512 (the only preset whose 512 graph differs in structure: 7 maps, steps),
-# about a minute here. tools/check_presets.py runs every preset at every shape (table in
+# about a minute here. benchmarks/check_presets.py runs every preset at every shape (table in
 # docs/NETWORKS.md).
 SLOW_CASES = [("vgg16_reduced", 300), ("vgg16_reduced", 512), ("resnet50", 300),
               ("resnet101", 300), ("inceptionv3", 299), ("mobilenet", 300)]

@@ -11,7 +11,8 @@ import pytest
 import demo
 import train
 from symbol.symbol_factory import get_config, list_networks, list_shapes
-from tools import make_synthetic_voc, plot_log, recipe_sweep, run_demo
+from benchmarks import recipe_sweep
+from tools import make_synthetic_voc, plot_log, run_demo
 from tools.run_demo import RECIPE
 
 

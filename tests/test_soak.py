@@ -1,9 +1,9 @@
-"""tools.soak's memory summary (the soak itself runs for minutes: docs/RELIABILITY.md)."""
+"""benchmarks.soak's memory summary (the soak itself runs for minutes: docs/RELIABILITY.md)."""
 from __future__ import annotations
 
 import pytest
 
-from tools.soak import main, rss_summary, run_clock
+from benchmarks.soak import main, rss_summary, run_clock
 
 
 def _rows(segment: str, start_t: float, values: list[float]) -> list[dict]:

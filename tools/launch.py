@@ -44,6 +44,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+if __package__ in (None, ""):  # run by path (python tools/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
 from config.runtime import available_cores
 from tools.dist_utils import (JobFailed, JobInterrupted, Supervisor, find_free_port)
 

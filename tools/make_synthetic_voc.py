@@ -24,6 +24,9 @@ import sys
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
+if __package__ in (None, ""):  # run by path (python tools/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
 import cv2
 import numpy as np
 from tqdm import tqdm

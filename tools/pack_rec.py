@@ -19,6 +19,9 @@ import multiprocessing
 import os
 import sys
 
+if __package__ in (None, ""):  # run by path (python tools/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
 import cv2
 import numpy as np
 from tqdm import tqdm

@@ -15,9 +15,13 @@ number of the checkpoint file). Example::
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import Sequence
+
+if __package__ in (None, ""):  # run by path (python tools/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 _LINE = re.compile(r"Epoch\[(\d+)\] (Train-CrossEntropy|Train-SmoothL1|Learning-rate|"
                    r"Validation-mAP)=([-+0-9.eEnaif]+)")

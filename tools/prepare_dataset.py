@@ -25,6 +25,9 @@ import logging
 import os
 import sys
 
+if __package__ in (None, ""):  # run by path (python tools/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
 from dataset.concat_db import ConcatDB
 from dataset.imdb import Imdb
 

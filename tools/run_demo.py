@@ -20,9 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run by path (python tools/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
 REPO = Path(__file__).resolve().parent.parent
 
-# The recommended CPU recipe (chosen by measurement: docs/RECIPE.md, tools/recipe_sweep.py).
+# The recommended CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/recipe_sweep.py).
 RECIPE = {
     "network": "tiny",      # BatchNorm backbone; anchor sizes ~3x the anchor step of each map
     "data_shape": 160,      # images are packed at this side (prepare_dataset --resize)

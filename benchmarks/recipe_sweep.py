@@ -11,8 +11,8 @@ markdown table of docs/RECIPE.md from every run folder under ``--out``.
 Example (data from ``python -m tools.run_demo --workdir output/demo``, which packs
 ``train.rec`` / ``val.rec`` in its work folder)::
 
-    python -m tools.recipe_sweep --data output/demo --variants recipe,recipe_ssd --epochs 16
-    python -m tools.recipe_sweep --report --out output/sweep
+    python -m benchmarks.recipe_sweep --data output/demo --variants recipe,recipe_ssd --epochs 16
+    python -m benchmarks.recipe_sweep --report --out output/sweep
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,7 +148,7 @@ def run_variant(name: str, data: Path, epochs: int, out_dir: Path, class_names: 
     (out_dir / name).mkdir(parents=True, exist_ok=True)
     overrides = VARIANTS[name][2]
     if overrides:   # train.py has no flags for these: a child applies them, then runs train.main
-        cmd = [sys.executable, "-m", "tools.recipe_sweep", "--worker",
+        cmd = [sys.executable, "-m", "benchmarks.recipe_sweep", "--worker",
                "--worker-preset", json.dumps(overrides), "--", *argv]
     else:           # the preset as shipped: the plain train.py command
         cmd = [sys.executable, "train.py", *argv]

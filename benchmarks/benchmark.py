@@ -19,7 +19,7 @@ tools.prepare_dataset) in a temporary folder, its images stored at the training 
 
 Example (see docs/SPEED.md for the measured figures)::
 
-    python -m tools.benchmark --network tiny --data-shape 64 --batch-size 8 --train-batches 4
+    python -m benchmarks.benchmark --network tiny --data-shape 64 --batch-size 8 --train-batches 4
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,14 +36,16 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-from config.runtime import available_cores, decode_threads, setup_threads
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+from benchmarks.workers import (THREAD_VARS, make_synthetic_rec, run_worker_process,
+                                thread_settings)
+from config.runtime import available_cores, setup_threads
 
 logger = logging.getLogger("benchmark")
 
 BASELINE_LABEL_WIDTH = 350     # the reference train.py's --label-width
-REFERENCE_MEAN = (123.0, 117.0, 104.0)
-SYNTH_CLASSES = ("circle", "square", "triangle", "cross")
-THREAD_VARS = ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "SSD_DECODE_THREADS")
 _SPEED_RE = re.compile(r"Speed: ([0-9.]+) samples/sec")
 
 
@@ -63,7 +64,7 @@ def _positive_int_list(value: str) -> list[int]:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """Parser of ``python -m tools.benchmark``."""
+    """Parser of ``python -m benchmarks.benchmark``."""
     p = argparse.ArgumentParser(description="Measure SSD training speed: compute-only rate, "
                                             "training-loop rate, data-iterator rate, memory")
     p.add_argument("--network", type=str, default="vgg16_reduced",
@@ -162,255 +163,6 @@ def _skip_set(value: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# environment
-# --------------------------------------------------------------------------------------------
-def thread_settings(env: dict | None = None) -> dict:
-    """Thread-related settings of ``env`` (default ``os.environ``) and of this machine.
-
-    Returns
-    -------
-    dict
-        ``cores``, ``decode_threads`` and every ``OMP_*`` / ``MXNET_*`` / ``SSD_DECODE_THREADS``
-        variable that is set (None for the three main ones when unset).
-    """
-    env = os.environ if env is None else env
-    out: dict[str, Any] = {"cores": available_cores(), "decode_threads": decode_threads()}
-    for name in THREAD_VARS:
-        out[name] = env.get(name)
-    for name in sorted(env):
-        if (name.startswith("MXNET_") or name.startswith("OMP_")
-                or name.startswith("KMP_")) and name not in out:
-            out[name] = env[name]
-    return out
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process in MiB (from /proc/self/statm)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2.0 ** 20
-    except (OSError, ValueError, IndexError):  # not Linux: fall back on the peak
-        return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss``, KiB on Linux)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2.0 ** 20
-
-
-def linear_slope(values: Sequence[float]) -> float:
-    """Least-squares slope of ``values`` against their index (0 for fewer than 2 values)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean_x = (n - 1) / 2.0
-    mean_y = sum(values) / n
-    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
-    den = sum((i - mean_x) ** 2 for i in range(n))
-    return num / den
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-# --------------------------------------------------------------------------------------------
-# synthetic data
-# --------------------------------------------------------------------------------------------
-def make_synthetic_rec(workdir: str, num_images: int, image_size: int, resize: int = 0,
-                       seed: int = 0) -> str:
-    """Generate a synthetic VOC set and pack it into ``workdir/train.rec``.
-
-    Parameters
-    ----------
-    workdir : str
-        Output folder.
-    num_images : int
-        Training images.
-    image_size : int
-        Side of the generated images in px.
-    resize : int
-        ``--resize`` of the packer (0: keep the generated size).
-    seed : int
-        Generator seed.
-
-    Returns
-    -------
-    str
-        Path of the ``.rec`` (its ``.idx`` beside it).
-    """
-    from tools.make_synthetic_voc import SynthConfig, generate
-    from tools.prepare_dataset import prepare_dataset
-
-    generate(SynthConfig(root=workdir, num_train=num_images, num_test=0,
-                         min_image_size=image_size, max_image_size=image_size,
-                         classes=SYNTH_CLASSES, min_objects=1, max_objects=5, seed=seed,
-                         progress=False))
-    summary = prepare_dataset("pascal", "trainval", os.path.join(workdir, "VOCdevkit"),
-                              os.path.join(workdir, "train.lst"), year="2007", shuffle=True,
-                              num_thread=available_cores(), class_names=list(SYNTH_CLASSES),
-                              resize=resize, seed=seed, progress=False)
-    return summary["rec"]
-
-
-# --------------------------------------------------------------------------------------------
-# workers (each runs in its own process)
-# --------------------------------------------------------------------------------------------
-def _train_kwargs(cfg: dict) -> dict:
-    """Keyword arguments of ``train_net`` as ``train.py`` builds them for this benchmark."""
-    import mxnet as mx
-    return dict(net=cfg["network"], train_path=cfg["rec"], num_classes=cfg["num_class"],
-                batch_size=cfg["batch_size"], data_shape=cfg["data_shape"],
-                mean_pixels=list(REFERENCE_MEAN), resume=-1, finetune=-1, pretrained="",
-                epoch=1, prefix=os.path.join(cfg["workdir"], cfg["tag"], "ssd"),
-                ctx=[mx.cpu()], begin_epoch=0, end_epoch=1, frequent=cfg["frequent"],
-                learning_rate=0.002, momentum=0.9, weight_decay=0.0005,
-                lr_refactor_step="80, 160", lr_refactor_ratio=0.1,
-                freeze_layer_pattern="^(conv1_|conv2_).*", num_example=None,
-                label_pad_width=cfg["label_width"], nms_thresh=0.45, force_nms=False,
-                ovp_thresh=0.5, use_difficult=False, class_names=None, voc07_metric=True,
-                nms_topk=400, val_path="", log_file=None, kv_store="device",
-                optimizer="sgd", seed=0)
-
-
-def worker_compute(cfg: dict) -> dict:
-    """Forward/backward/update of the training graph on one in-memory batch."""
-    import mxnet as mx
-
-    import fit
-    from config.config import cfg as aug
-    from dataset.iterator import DetRecordIter
-    from symbol.symbol_factory import get_symbol_train
-
-    batch_size = cfg["batch_size"]
-    it = DetRecordIter(cfg["rec"], batch_size, cfg["data_shape"], mean_pixels=REFERENCE_MEAN,
-                       label_pad_width=cfg["label_width"], **dict(aug.train))
-    batch = it.next()
-    sym = get_symbol_train(cfg["network"], cfg["data_shape"], cfg["num_class"], nms_thresh=0.45,
-                           with_det=cfg["with_det"])
-    module = mx.mod.Module(sym, label_names=("label",), context=mx.cpu())
-    module.bind(it.provide_data, it.provide_label)
-    module.init_params(mx.init.Xavier())
-    module.init_optimizer(optimizer="sgd", optimizer_params=fit.get_optimizer_params(
-        "sgd", 0.002, 0.9, 0.0005, None, 1))
-    times = []
-    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-    for _ in range(cfg["warmup"] + cfg["batches"]):
-        tic = time.perf_counter()
-        module.forward_backward(batch)
-        module.update()
-        mx.nd.waitall()
-        times.append(time.perf_counter() - tic)
-    cpu_util = (_cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
-    timed = times[cfg["warmup"]:]
-    return {"images_per_s": batch_size * len(timed) / sum(timed), "cpu_util": cpu_util,
-            "s_per_batch": [round(t, 4) for t in times], "warmup": cfg["warmup"],
-            "label_shape": list(it.provide_label[0].shape), "with_det": cfg["with_det"]}
-
-
-def worker_train(cfg: dict) -> dict:
-    """The real training path (``train_net``) for a bounded number of batches."""
-    import train_net as recipe
-    from dataset.iterator import DetRecordIter
-
-    limit = cfg["warmup"] + cfg["batches"]
-    record: dict[str, list] = {"start": [], "end": [], "rss": []}
-
-    class TimedDetRecordIter(DetRecordIter):
-        """``DetRecordIter`` that stops after ``limit`` batches and times each request."""
-
-        def next(self):  # noqa: D102
-            record["start"].append(time.perf_counter())
-            record["rss"].append(rss_mb())
-            if len(record["end"]) >= limit:
-                raise StopIteration
-            batch = super().next()
-            record["end"].append(time.perf_counter())
-            return batch
-
-    recipe.DetRecordIter = TimedDetRecordIter
-    if cfg["with_det"]:
-        build = recipe.get_symbol_train
-
-        def with_nms(*args: Any, **kwargs: Any):
-            kwargs["with_det"] = True
-            return build(*args, **kwargs)
-        recipe.get_symbol_train = with_nms
-
-    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-    recipe.train_net(**_train_kwargs(cfg))
-    cpu1, wall1 = _cpu_seconds(), time.perf_counter()
-    start, end, rss = record["start"], record["end"], record["rss"]
-    num = len(end)
-    warm = min(cfg["warmup"], num - 1)
-    if num < 2 or len(start) <= num:
-        raise RuntimeError(f"training loop ran only {num} batches; the record needs at least "
-                           f"{limit} x batch size images")
-    # batch i is processed from end[i] (handed over) to start[i+1] (next one asked for);
-    # the loop waits for data from start[i] to end[i]
-    window = start[num] - end[warm]
-    waited = sum(end[i] - start[i] for i in range(warm + 1, num))
-    cycles = [end[i + 1] - end[i] for i in range(num - 1)] + [start[num] - end[num - 1]]
-    rss_timed = rss[warm + 1:num + 1]
-    return {"images_per_s": cfg["batch_size"] * (num - warm) / window,
-            "batches": num, "warmup": warm, "s_per_batch": [round(c, 4) for c in cycles],
-            "data_wait_s": waited, "data_wait_share": waited / window,
-            "first_batch_wait_s": end[0] - start[0],
-            "rss_mb": [round(v, 1) for v in rss], "rss_growth_mb": rss_timed[-1] - rss_timed[0],
-            "rss_slope_mb_per_batch": linear_slope(rss_timed),
-            # the pools fill up over the first batches: the second half shows a real leak
-            "rss_slope_second_half_mb_per_batch": linear_slope(
-                rss_timed[len(rss_timed) // 2:]),
-            "cpu_util": (cpu1 - cpu0) / (wall1 - wall0), "with_det": cfg["with_det"],
-            "label_width": cfg["label_width"]}
-
-
-def worker_io(cfg: dict) -> dict:
-    """The training iterator alone (full augmentation), for each decoding thread count."""
-    from config.config import cfg as aug
-    from dataset.iterator import DetRecordIter
-
-    rates = {}
-    for threads in cfg["io_threads"]:
-        kwargs = dict(aug.train, preprocess_threads=threads)
-        it = DetRecordIter(cfg["rec"], cfg["batch_size"], cfg["data_shape"],
-                           mean_pixels=REFERENCE_MEAN, label_pad_width=cfg["label_width"],
-                           **kwargs)
-        it.next().data[0].wait_to_read()   # threads started, first batch decoded
-        images, tic = 0, time.perf_counter()
-        while images < cfg["io_images"]:
-            try:
-                batch = it.next()
-            except StopIteration:
-                it.reset()             # a new epoch (the C++ iterator is rebuilt)
-                continue
-            batch.data[0].wait_to_read()
-            batch.label[0].wait_to_read()
-            images += batch.data[0].shape[0] - (batch.pad or 0)
-        rates[str(threads)] = images / (time.perf_counter() - tic)
-        del it
-    return {"images_per_s_by_threads": rates}
-
-
-WORKERS = {"compute": worker_compute, "train": worker_train, "io": worker_io}
-
-
-def run_worker_process(cfg: dict) -> None:
-    """Entry of ``--worker``: run one measurement and write its JSON to ``cfg['out']``."""
-    if not cfg["baseline"]:
-        setup_threads()   # as every CLI does; MXNet is not imported yet in this process
-    load_before = os.getloadavg()[0]
-    result = WORKERS[cfg["kind"]](cfg)
-    result.update(threads=thread_settings(), peak_rss_mb=peak_rss_mb(),
-                  load_before=load_before, load_after=os.getloadavg()[0])
-    with open(cfg["out"], "w") as f:
-        json.dump(result, f)
-
-
-# --------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------
 def _child_env(base_env: dict, baseline: bool) -> dict:
@@ -422,7 +174,7 @@ def _child_env(base_env: dict, baseline: bool) -> dict:
 
 
 def spawn_worker(kind: str, cfg: dict, base_env: dict, timeout: int) -> dict:
-    """Run one measurement in a fresh ``python -m tools.benchmark --worker`` process.
+    """Run one measurement in a fresh ``python -m benchmarks.benchmark --worker`` process.
 
     Returns
     -------
@@ -435,7 +187,7 @@ def spawn_worker(kind: str, cfg: dict, base_env: dict, timeout: int) -> dict:
     cfg_path = os.path.join(cfg["workdir"], f"{cfg['tag']}-config.json")
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
-    cmd = [sys.executable, "-m", "tools.benchmark", "--worker", kind,
+    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--worker", kind,
            "--worker-config", cfg_path]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     logger.info("%s: running %s worker%s ...", cfg["tag"], kind,
@@ -676,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    results["command"] = "python -m tools.benchmark " + " ".join(
+    results["command"] = "python -m benchmarks.benchmark " + " ".join(
         argv if argv is not None else sys.argv[1:])
     print(format_table(results))
     if args.json_path:

@@ -5,7 +5,7 @@ Generates VOC-sized synthetic images (sides 375-500 px: on average the 187,500 p
 processes, the counts interleaved over ``--repeat`` rounds so that background load hits each
 alike; the best round of each is reported, with the load average. Run from the repository root::
 
-    python -m tools.benchmark_pack --num-images 2000 --threads 1,2 --repeat 2 --json pack.json
+    python -m benchmarks.benchmark_pack --num-images 2000 --threads 1,2 --repeat 2 --json pack.json
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import sys
 import tempfile
 import time
 from typing import Sequence
+
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 from config.runtime import available_cores, setup_threads
 

@@ -12,8 +12,8 @@ the exit status and whether ``-0001.params`` and ``-symbol.json`` were written.
 
 Example::
 
-    python -m tools.check_presets                       # every preset, 1 image per run
-    python -m tools.check_presets --only tiny,resnet50 --batch-size 2
+    python -m benchmarks.check_presets                       # every preset, 1 image per run
+    python -m benchmarks.check_presets --only tiny,resnet50 --batch-size 2
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(REPO, "train.py")

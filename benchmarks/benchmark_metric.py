@@ -1,13 +1,18 @@
 """Time MApMetric / VOC07MApMetric update + get on synthetic detections.
 
-Usage: python tools/benchmark_metric.py [--images 5000] [--dets 100] [--gts 10]
+Usage: python benchmarks/benchmark_metric.py [--images 5000] [--dets 100] [--gts 10]
        [--classes 20] [--batch-size 32]
 Prints the seconds spent in ``update`` (all batches) and in ``get`` for both metrics.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 from config.runtime import setup_threads
 

@@ -14,7 +14,7 @@ Without ``--train-path`` a small synthetic VOC set is made.
 
 Example (about 5 minutes on 2 CPU cores)::
 
-    python -m tools.soak --workdir /tmp/soak --epochs 6 --interrupts 3
+    python -m benchmarks.soak --workdir /tmp/soak --epochs 6 --interrupts 3
 
 Exit status: 0 when every segment behaved and ``|mAP difference| <= --tolerance``, 1 otherwise.
 """
@@ -30,6 +30,9 @@ import sys
 import tempfile
 import threading
 import time
+
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
