@@ -412,7 +412,7 @@ def test_size_limit_while_packing_rec(synth_data, tmp_path):
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
-    out = subprocess.run([sys.executable, "-m", "tools.pack_rec", synth_data.train_lst, "--root",
+    out = subprocess.run([sys.executable, "tools/pack_rec.py", synth_data.train_lst, "--root",
                           synth_data.devkit, "--rec", str(out_rec)], cwd=REPO, env=_env(),
                          capture_output=True, text=True, timeout=120, preexec_fn=limit)
     assert out.returncode == 1
