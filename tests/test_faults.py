@@ -511,3 +511,17 @@ def test_second_run_on_the_same_prefix_refuses(synth_data, tmp_path):
     third = _train_process(synth_data, prefix_arg, last + 1, "last")
     assert third.returncode == 0, third.stderr[-2000:]
     assert _temporaries(tmp_path) == []
+
+
+def test_iterator_names_the_file_when_mxnet_fails(synth_data, tmp_path):
+    """Unchecked records reach MXNet's C++ reader: its error becomes one line naming the file."""
+    from dataset.iterator import DetRecordIter
+
+    rec = copy_rec(synth_data.train_rec, tmp_path)
+    flip_image_bytes(rec, 1, 0.0)
+    with pytest.raises(BadRecordError, match=rf"^{re.escape(rec)}: MXNet's ImageDetRecordIter "
+                                             rf"failed reading it \(.*OpenCV.*\); list its bad "
+                                             rf"records with python tools/prepare_dataset.py "
+                                             rf"--check-rec"):
+        for _ in DetRecordIter(rec, 8, 64, shuffle=False):   # the first batch is read at once
+            pass
