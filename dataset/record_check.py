@@ -33,6 +33,7 @@ import os
 import struct
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,7 +93,8 @@ class _StderrProbe:
 
     libjpeg reports corrupt entropy-coded data ("Corrupt JPEG data: premature end of data
     segment") only as a warning printed by C code on stderr, while OpenCV returns the garbled
-    image; :meth:`take` returns what C code printed since the previous call.
+    image; :meth:`take` returns the decoder's lines printed since the previous call. Other
+    output (another thread's log lines) is passed on to the real stderr.
     """
 
     def __enter__(self) -> "_StderrProbe":
@@ -107,9 +109,13 @@ class _StderrProbe:
         if size == self._seen:
             return ""
         self._file.seek(self._seen)
-        text = self._file.read(size - self._seen).decode("utf-8", "replace")
+        lines = self._file.read(size - self._seen).decode("utf-8", "replace").splitlines(True)
         self._seen = size
-        return text
+        decoder = [ln for ln in lines if "jpeg" in ln.lower()]
+        other = "".join(ln for ln in lines if "jpeg" not in ln.lower())
+        if other:
+            os.write(self._saved, other.encode())
+        return "".join(decoder)
 
     def __exit__(self, *exc: object) -> None:
         os.dup2(self._saved, 2)
@@ -208,25 +214,18 @@ def scan_records(rec_path: str, decode: bool = True) -> RecordReport:
     starts = {offset for _, offset in entries}
     bad, unlisted = [], []
     tic = time.perf_counter()
-    probe = _StderrProbe() if decode else None
-    with open(rec_path, "rb") as f:
-        if probe is not None:
-            probe.__enter__()
-        try:
-            for position, (key, offset) in enumerate(entries):
-                try:
-                    payload, end = _read_record(f, file_size, offset)
-                    image = _image_bytes(payload)
-                    if decode:
-                        _check_image(image, probe)
-                except _RecordError as err:
-                    bad.append(BadRecord(position, key, offset, str(err)))
-                    continue
-                if end != file_size and end not in starts:
-                    unlisted.append(end)
-        finally:
-            if probe is not None:
-                probe.__exit__(None, None, None)
+    with open(rec_path, "rb") as f, (_StderrProbe() if decode else nullcontext()) as probe:
+        for position, (key, offset) in enumerate(entries):
+            try:
+                payload, end = _read_record(f, file_size, offset)
+                image = _image_bytes(payload)
+                if decode:
+                    _check_image(image, probe)
+            except _RecordError as err:
+                bad.append(BadRecord(position, key, offset, str(err)))
+                continue
+            if end != file_size and end not in starts:
+                unlisted.append(end)
     if unlisted:
         raise BadRecordError(
             f"{idx_path} does not match {rec_path}: {len(unlisted)} record(s) of the .rec "

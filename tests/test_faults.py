@@ -525,3 +525,15 @@ def test_iterator_names_the_file_when_mxnet_fails(synth_data, tmp_path):
                                              rf"--check-rec"):
         for _ in DetRecordIter(rec, 8, 64, shuffle=False):   # the first batch is read at once
             pass
+
+
+def test_stderr_probe_keeps_other_output(capfd):
+    """Only the decoder's warnings count; another thread's log line still reaches stderr."""
+    from dataset.record_check import _StderrProbe
+
+    with _StderrProbe() as probe:
+        os.write(2, b"Node[0] Epoch[3] Batch [20] Speed: 40 samples/sec\n")
+        os.write(2, b"Corrupt JPEG data: premature end of data segment\n")
+        assert probe.take() == "Corrupt JPEG data: premature end of data segment\n"
+        assert probe.take() == ""
+    assert capfd.readouterr().err == "Node[0] Epoch[3] Batch [20] Speed: 40 samples/sec\n"
