@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataset.recordio_utils import RECORD_MAGIC, read_idx
+from dataset.recordio_utils import RECORD_MAGIC, check_rec, read_idx
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def scan_records(rec_path: str, decode: bool = True) -> RecordReport:
     BadRecordError
         The ``.idx`` is empty or does not describe this ``.rec`` (records it does not list).
     """
-    idx_path = _idx_path(rec_path)
+    idx_path = check_rec(rec_path)
     entries = read_idx(idx_path)
     if not entries:
         raise BadRecordError(f"index file {idx_path} of {rec_path} is empty")
@@ -232,16 +232,6 @@ def scan_records(rec_path: str, decode: bool = True) -> RecordReport:
             f"are not in the .idx (first at offset {min(unlisted)}); the .idx belongs to "
             f"another .rec or is out of date: pack the data again with tools/pack_rec.py")
     return RecordReport(rec_path, len(entries), bad, time.perf_counter() - tic)
-
-
-def _idx_path(rec_path: str) -> str:
-    if not os.path.isfile(rec_path):
-        raise FileNotFoundError(f"record file {rec_path} does not exist")
-    idx_path = os.path.splitext(rec_path)[0] + ".idx"
-    if not os.path.isfile(idx_path):
-        raise FileNotFoundError(f"index file {idx_path} of {rec_path} does not exist "
-                                "(pack with tools/pack_rec.py to get both)")
-    return idx_path
 
 
 def _file_key(rec_path: str, decode: bool) -> dict:
@@ -287,7 +277,7 @@ def check_records(rec_path: str, decode: bool = True, use_cache: bool = True) ->
     RecordReport
         ``cached`` tells whether the scan was skipped.
     """
-    _idx_path(rec_path)
+    check_rec(rec_path)
     cache_path = _beside(rec_path, ".check.json")
     key = _file_key(rec_path, decode)
     if use_cache and os.path.isfile(cache_path):
