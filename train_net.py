@@ -328,7 +328,8 @@ def train_net(net, train_path, num_classes, batch_size,
               min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
               nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
-              argv: Sequence[str] | None = None, bad_records: str = "stop") -> DetectionModule | None:
+              argv: Sequence[str] | None = None,
+              bad_records: str = "stop") -> DetectionModule | None:
     """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
 
     Parameters

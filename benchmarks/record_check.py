@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the repository root importable
+if __package__ in (None, ""):  # run by path (python benchmarks/x.py): the repository root first
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 from config.runtime import setup_threads

@@ -65,7 +65,8 @@ class BadRecord:
 
     def describe(self, rec_path: str) -> str:
         """``data/train.rec record 5 (key 12, offset 40960): <reason>``."""
-        return f"{rec_path} record {self.position} (key {self.key}, offset {self.offset}): {self.reason}"
+        return (f"{rec_path} record {self.position} (key {self.key}, offset {self.offset}): "
+                f"{self.reason}")
 
 
 @dataclass
@@ -357,7 +358,8 @@ def select_records(rec_path: str, policy: str = "stop", flag: str = "--train-pat
         ``stop`` and a bad record; ``skip`` and more than half the records bad, or none good.
     """
     if policy not in BAD_RECORD_POLICIES:
-        raise ValueError(f"--bad-records {policy!r}: choose one of {', '.join(BAD_RECORD_POLICIES)}")
+        raise ValueError(f"--bad-records {policy!r}: choose one of "
+                         f"{', '.join(BAD_RECORD_POLICIES)}")
     report = check_records(rec_path, decode)
     how = "cached check" if report.cached else f"checked in {report.seconds:.2f} s"
     logger.info("%s %s: %d records, %d bad (%s)", flag, rec_path, report.num_records,

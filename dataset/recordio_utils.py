@@ -35,7 +35,7 @@ class LabelStats:
 
 
 def check_rec(rec_path: str) -> str:
-    """The ``.idx`` path of ``rec_path``; clear errors for a missing or empty ``.rec`` or ``.idx``."""
+    """Path of the ``.idx`` of ``rec_path``; clear errors for a missing or empty ``.rec``."""
     if not os.path.isfile(rec_path):
         raise FileNotFoundError(f"record file {rec_path} does not exist")
     if os.path.getsize(rec_path) == 0:
