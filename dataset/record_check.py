@@ -27,6 +27,7 @@ while the original is unchanged) for the C++ iterator to read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -384,8 +385,9 @@ def _good_copy(rec_path: str, report: RecordReport) -> str:
     """``.<name>.good.rec`` beside ``rec_path`` (or in the temp folder), reused while valid."""
     stem = os.path.splitext(os.path.basename(rec_path))[0]
     folder = os.path.dirname(os.path.abspath(rec_path))
-    if not os.access(folder, os.W_OK):
-        folder = tempfile.gettempdir()
+    if not os.access(folder, os.W_OK):     # one name per source in the shared temp folder
+        digest = hashlib.sha1(os.path.abspath(rec_path).encode()).hexdigest()[:10]
+        folder, stem = tempfile.gettempdir(), f"{stem}.{digest}"
     out_rec = os.path.join(folder, f".{stem}.good.rec")
     stamp_path = out_rec + ".source.json"
     stamp = json.dumps({"source": os.path.abspath(rec_path), "key": _file_key(rec_path, True),
