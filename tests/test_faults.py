@@ -189,7 +189,21 @@ def _train_argv(synth, rec: str, prefix: str, *extra: str) -> list[str]:
             "--frequent", "100", "--seed", "3", "--end-epoch", "1", *extra]
 
 
-def test_train_bad_records_stop_and_skip(synth_data, tmp_path, capsys):
+@pytest.fixture
+def root_logging():
+    """Restore the root logger's handlers: train.main binds its console to this test's stderr."""
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    yield
+    for handler in root.handlers[:]:
+        if handler not in saved:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def test_train_bad_records_stop_and_skip(synth_data, tmp_path, capsys, root_logging):
     import checkpoint
     import train
 
