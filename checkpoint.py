@@ -502,37 +502,39 @@ class Checkpointer:
                with_states: bool = True) -> None:
         """Write symbol, params, states, then the card (the card marks the tag complete).
 
-        On a write failure (disk full, size limit) the files of ``tag`` written so far are
-        removed, so the folder holds the previous checkpoints only, and the error names the
-        file and the newest complete checkpoint.
+        On a write failure (disk full, size limit) the ``.params``/``.states`` of ``tag`` are
+        removed (except for ``best``), so the folder holds complete checkpoints only, and the
+        error names the file and the newest complete checkpoint.
         """
         card_path = checkpoint_path(self.prefix, tag, "json")
-        written: list[str] = []
         try:
             if tag != BEST and os.path.isfile(card_path):
                 os.remove(card_path)       # the tag is incomplete until its new card is written
             atomic_write(f"{self.prefix}-symbol.json", self.save_symbol.save)
             params_path = checkpoint_path(self.prefix, tag, "params")
             save_params(params_path, arg_params, aux_params)
-            written.append(params_path)
             if with_states:
                 states_path = checkpoint_path(self.prefix, tag, "states")
                 try:
                     atomic_write(states_path, self.module.save_optimizer_states)
-                    written.append(states_path)
                 except AssertionError as err:
                     logger.warning("Optimizer state not saved (%s): a resume restarts "
                                    "momentum", err)
             save_json(card_path, card)
         except FileWriteError as err:
-            for path in written:
-                if os.path.isfile(path):
-                    os.remove(path)
+            what = f"epoch {tag}" if isinstance(tag, int) else f"'{tag}'"
+            if tag == BEST:       # the new best .params already replaced the old one: keep it
+                done = f"the {what} card may be older than its .params"
+            else:                 # no card: remove the rest, old or new, of the unfinished tag
+                for ext in ("params", "states"):
+                    path = checkpoint_path(self.prefix, tag, ext)
+                    if os.path.isfile(path):
+                        os.remove(path)
+                done = f"removed the partial {what} files"
             last = last_complete_epoch(self.prefix)
             kept = (f"newest complete checkpoint {checkpoint_path(self.prefix, last, 'params')}"
                     f" (--resume {last})" if last is not None else "no complete checkpoint yet")
-            what = f"epoch {tag}" if isinstance(tag, int) else f"'{tag}'"
-            raise FileWriteError(f"{err}; removed the partial {what} files, {kept}") from None
+            raise FileWriteError(f"{err}; {done}, {kept}") from None
 
     def on_epoch_end(self, epoch: int, symbol: mx.sym.Symbol, arg_params: dict,
                      aux_params: dict) -> None:
