@@ -148,7 +148,7 @@ def read_labels(rec_path: str) -> list[np.ndarray]:
         One float32 ``(num_objects, W)`` array per record, rows ``[cls, x1, y1, x2, y2(,
         difficult)]`` normalised to [0, 1]; padding rows (class < 0) removed.
     """
-    idx_path = _check_rec(rec_path)
+    idx_path = check_rec(rec_path)
     entries = read_idx(idx_path)
     if not entries:
         raise ValueError(f"index file {idx_path} is empty")
