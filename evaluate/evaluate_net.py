@@ -243,6 +243,23 @@ def load_inference_symbol(network: str, data_shape: tuple[int, int], num_classes
                       force_suppress=force_nms, nms_topk=nms_topk, **(anchors or {}))
 
 
+def _fit_batch_size(batch_size: int, path_imgrec: str, path_imglist: str,
+                    num_devices: int) -> int:
+    """``batch_size``, lowered to the number of images scored when it is larger.
+
+    MXNet's record iterator fails in C++ on a batch larger than its record; evaluating a
+    small validation set with the original README's ``--batch-size 128`` should just work.
+    """
+    from dataset.recordio_utils import count_records, read_lst
+    num_images = len(read_lst(path_imglist)) if path_imglist else count_records(path_imgrec)
+    if batch_size <= num_images:
+        return batch_size
+    fitted = max(num_devices, num_images - num_images % num_devices)
+    logger.info("--batch-size %d is larger than the %d images of %s: using %d", batch_size,
+                num_images, path_imglist or path_imgrec, fitted)
+    return fitted
+
+
 def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | None,
                  mean_pixels: Sequence[float], data_shape, model_prefix: str, epoch: int,
                  ctx: mx.Context | list[mx.Context] | None = None, batch_size: int = 32,
@@ -309,6 +326,7 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         raise FileNotFoundError(f"--rec-path {path_imgrec} not found")
     height, width = parse_data_shape(data_shape)
     contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
+    batch_size = _fit_batch_size(batch_size, path_imgrec, path_imglist, len(contexts))
     voc_metric = build_metric(num_classes, class_names, ovp_thresh, use_difficult, voc07_metric)
     names = voc_metric.class_names
 
