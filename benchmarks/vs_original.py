@@ -4,8 +4,11 @@ Both training scripts run as they ship (each with its own defaults: the original
 width 350 and builds NMS into its training graph) on the same record, with the same network,
 data shape, batch size, learning-rate settings and from scratch (``--pretrained ''``), at the
 same ``OMP_NUM_THREADS``, one after the other, in alternating order for ``--rounds`` rounds.
-Each leg's rate is read from its own Speedometer lines (``--frequent 1``): images over the time
-of the batches after the ``--warmup`` first ones. The ratio (this project / original) is taken
+Each leg's rate comes from batch-end stamps taken in its Speedometer callback (``--frequent 1``;
+a launcher adds them, identically for both legs): images over the wall-clock time of the
+batches after the ``--warmup`` first ones, and images per CPU-second of the process over the
+same batches (the work an image costs: on a loaded machine the wall-clock rate also measures
+how much CPU the scheduler gave each leg, the CPU-second rate does not). The ratio (this project / original) is taken
 per round, and the median of the per-round ratios is the figure to quote: the machine may be
 shared, and rounds interleave so that both legs see the same background load. The 1-minute load
 average before and after every leg and each leg's CPU use are printed for the same reason.
@@ -39,7 +42,7 @@ if __package__ in (None, ""):  # run by path (python benchmarks/x.py): make the 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 SPEED_RE = re.compile(r"Batch \[(\d+)-(\d+)\]\s+Speed: ([0-9.]+) samples/sec")
 SYNTH_CLASSES = ("circle", "square", "triangle", "cross")
-BATCH_END_RE = re.compile(r"^VS_ORIGINAL_BATCH_END (\d+) ([0-9.]+)$", re.M)
+BATCH_END_RE = re.compile(r"^VS_ORIGINAL_BATCH_END (\d+) ([0-9.]+) ([0-9.]+)$", re.M)
 
 # Both legs start through this launcher (written to the work folder, standard library and
 # mxnet only): it timestamps every batch end from the Speedometer callback that both
@@ -49,7 +52,8 @@ LAUNCHER = """import os, runpy, sys, time
 import mxnet as mx
 _call = mx.callback.Speedometer.__call__
 def _timed(self, param):
-    sys.stderr.write("VS_ORIGINAL_BATCH_END %d %.6f\\n" % (param.nbatch, time.perf_counter()))
+    sys.stderr.write("VS_ORIGINAL_BATCH_END %d %.6f %.6f\\n"
+                     % (param.nbatch, time.perf_counter(), time.process_time()))
     sys.stderr.flush()
     return _call(self, param)
 mx.callback.Speedometer.__call__ = _timed
@@ -135,15 +139,20 @@ def steady_rate(speeds: Sequence[tuple[int, int, float]], batch_size: int,
     return images / seconds if seconds > 0 else None
 
 
-def batch_end_rate(text: str, batch_size: int, warmup: int) -> float | None:
-    """Images per second from the launcher's batch-end timestamps.
+def batch_end_rate(text: str, batch_size: int, warmup: int,
+                   clock: str = "wall") -> float | None:
+    """Images per second from the launcher's batch-end stamps.
 
     The batches after the first ``warmup + 1`` (batch 0 has no start time) over the time
-    between the end of batch ``warmup`` and the end of the last one.
+    between the end of batch ``warmup`` and the end of the last one: wall-clock time
+    (``clock='wall'``), or the CPU time of the whole process, every thread included
+    (``clock='cpu'``: images per CPU-second, the work each image costs, which a shared
+    machine's load does not change).
     """
-    ends = sorted((int(n), float(t)) for n, t in BATCH_END_RE.findall(text))
+    column = 1 if clock == "wall" else 2
+    ends = sorted((int(m[0]), float(m[column])) for m in BATCH_END_RE.findall(text))
     kept = [(n, t) for n, t in ends if n >= warmup]
-    if len(kept) < 2:
+    if len(kept) < 2 or kept[-1][1] <= kept[0][1]:
         return None
     return (kept[-1][0] - kept[0][0]) * batch_size / (kept[-1][1] - kept[0][1])
 
@@ -188,6 +197,7 @@ def run_leg(which: str, script: str, args: argparse.Namespace, rec: str, workdir
     speeds = parse_speeds(log)
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     return {"which": which, "images_per_s": batch_end_rate(log, args.batch_size, args.warmup),
+            "images_per_cpu_s": batch_end_rate(log, args.batch_size, args.warmup, "cpu"),
             "speedometer_rate": steady_rate(speeds, args.batch_size, args.warmup),
             "speedometer": [s for _, _, s in speeds], "wall_s": wall, "cpu_util": cpu / wall,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
@@ -229,27 +239,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             for which, script in legs:
                 leg = run_leg(which, script, args, rec, workdir, num_images)
                 row[which] = leg
-                print(f"round {r + 1} {which:8s} {_fmt(leg['images_per_s'])} img/s  "
+                print(f"round {r + 1} {which:8s} {_fmt(leg['images_per_s'])} img/s, "
+                      f"{_fmt(leg['images_per_cpu_s'])} img per CPU-s  "
                       f"(Speedometer {_fmt(leg['speedometer_rate'])}: "
                       f"{[round(s, 3) for s in leg['speedometer']]})  CPU "
                       f"{100 * leg['cpu_util']:.0f}%  load {leg['load_before']:.1f}->"
                       f"{leg['load_after']:.1f}  {leg['wall_s']:.0f} s", flush=True)
             if original and row["project"]["images_per_s"] and row["original"]["images_per_s"]:
                 row["ratio"] = row["project"]["images_per_s"] / row["original"]["images_per_s"]
-                print(f"round {r + 1} ratio project / original: {row['ratio']:.3f}", flush=True)
+                cpu = (row["project"]["images_per_cpu_s"], row["original"]["images_per_cpu_s"])
+                row["cpu_ratio"] = cpu[0] / cpu[1] if all(cpu) else None
+                print(f"round {r + 1} ratio project / original: {row['ratio']:.3f} img/s, "
+                      f"{_fmt(row['cpu_ratio'])} img per CPU-s", flush=True)
             results["rounds"].append(row)
     rates = {w: [row[w]["images_per_s"] for row in results["rounds"]
                  if w in row and row[w]["images_per_s"]] for w in ("project", "original")}
     ratios = [row["ratio"] for row in results["rounds"] if "ratio" in row]
+    cpu_ratios = [row["cpu_ratio"] for row in results["rounds"] if row.get("cpu_ratio")]
     loads = [row[w][k] for row in results["rounds"] for w in ("project", "original")
              if w in row for k in ("load_before", "load_after")]
     results["median_images_per_s"] = {w: statistics.median(v) if v else None
                                       for w, v in rates.items()}
     results["median_ratio"] = statistics.median(ratios) if ratios else None
+    results["median_cpu_ratio"] = statistics.median(cpu_ratios) if cpu_ratios else None
     print(f"median img/s: project {_fmt(results['median_images_per_s']['project'])}, "
           f"original {_fmt(results['median_images_per_s']['original'])}; median of per-round "
           f"ratios (project / original): {_fmt(results['median_ratio'])} "
-          f"{[round(x, 3) for x in ratios]}; load average {min(loads):.1f}-{max(loads):.1f} "
+          f"{[round(x, 3) for x in ratios]}; per CPU-second: {_fmt(results['median_cpu_ratio'])} "
+          f"{[round(x, 3) for x in cpu_ratios]}; load average {min(loads):.1f}-{max(loads):.1f} "
           f"on {os.cpu_count()} cores", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -30,12 +30,14 @@ for n in range(6):
 
 
 def test_batch_end_rate_leaves_out_warmup():
-    log = "\n".join(f"VS_ORIGINAL_BATCH_END {n} {t}" for n, t in
+    log = "\n".join(f"VS_ORIGINAL_BATCH_END {n} {t} {t / 2}" for n, t in
                     [(0, 10.0), (1, 30.0), (2, 31.0), (3, 32.0), (4, 34.0)])
     # warm-up 1: batches 2..4 over 34 - 30 s, 8 images each
     assert batch_end_rate(log, 8, 1) == pytest.approx(3 * 8 / 4.0)
     assert batch_end_rate(log, 8, 0) == pytest.approx(4 * 8 / 24.0)
     assert batch_end_rate(log, 8, 4) is None
+    # CPU clock: half the wall time here, so twice the rate
+    assert batch_end_rate(log, 8, 1, "cpu") == pytest.approx(2 * 3 * 8 / 4.0)
 
 
 def test_speedometer_lines_parsed_and_weighted_by_time():
@@ -72,10 +74,12 @@ def test_legs_alternate_and_ratio_is_reported(tmp_path):
         # the stand-in ends a batch of 2 every 0.1 s
         assert 12 < row["original"]["images_per_s"] < 21
         assert row["project"]["images_per_s"] > 0
+        assert row["original"]["images_per_cpu_s"] > row["original"]["images_per_s"]  # sleeps
         assert row["ratio"] == pytest.approx(row["project"]["images_per_s"] /
                                              row["original"]["images_per_s"])
     assert result["median_ratio"] is not None
     assert "median of per-round ratios (project / original)" in text
+    assert "per CPU-second" in text
     assert "load" in text and "CPU" in text
 
 
