@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 import mxnet as mx
 import numpy as np
 
+from symbol.legacy import convert_legacy_params, convert_legacy_symbol, describe_renames
+
 INTERRUPTED = "interrupted"      # tag of the checkpoint written on Ctrl-C / SIGTERM
 BEST = "best"                    # tag of the best-validation checkpoint
 
@@ -77,7 +79,9 @@ def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     Returns
     -------
     dict of str to mx.nd.NDArray
-        The saved arrays by name.
+        The saved arrays by name. Parameter names of the original example that differ from
+        this project's (its resnet heads ``_plus12_*``, see ``symbol/legacy.py``) are renamed,
+        with one log line naming the file; every reader of checkpoints comes through here.
 
     Raises
     ------
@@ -98,7 +102,54 @@ def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     if not isinstance(saved, dict):
         raise ValueError(f"{flag}: {path} holds a list of {len(saved)} arrays, not the named "
                          f"'arg:'/'aux:' parameters of a checkpoint")
+    try:
+        saved, renamed = convert_legacy_params(saved)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {path}: {err}") from None
+    if renamed:
+        logger.info("%s: converted %d parameter names of the original example in %s (%s)",
+                    flag, len(renamed), path, describe_renames(renamed))
     return saved
+
+
+def load_symbol_file(path: str, flag: str, inference: bool = True) -> mx.sym.Symbol:
+    """``mx.sym.load`` of a ``-symbol.json``, with clear errors, in this project's names.
+
+    The variables of a graph saved by the original example (its resnet heads
+    ``_plus12_loc_pred_conv_weight`` ...) are renamed as :func:`load_param_file` renames the
+    parameters, with one log line naming the file, so the two still bind to each other.
+
+    Parameters
+    ----------
+    path : str
+        The ``-symbol.json`` file.
+    flag : str
+        The flag that named it (``--deploy``), used in the messages.
+    inference : bool
+        Refuse a training graph (one that takes ``label``): readers need deploy.py's graph.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not an MXNet symbol file, or a training graph where ``inference``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: symbol file {path} not found (run deploy.py)")
+    try:
+        symbol = mx.sym.load(path)
+    except (mx.base.MXNetError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"{flag}: {path} is not a readable MXNet symbol file "
+                         f"(truncated, corrupt or another format)") from None
+    if inference and "label" in symbol.list_arguments():
+        raise ValueError(f"{flag}: {path} is a training graph (it takes 'label'); run "
+                         f"deploy.py to write the inference graph, or drop {flag}")
+    symbol, renamed = convert_legacy_symbol(symbol)
+    if renamed:
+        logger.info("%s: converted %d parameter names of the original example in %s (%s)",
+                    flag, len(renamed), path, describe_renames(renamed))
+    return symbol
 
 
 def interrupted_epoch(prefix: str) -> int | None:

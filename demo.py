@@ -21,6 +21,7 @@ from config.runtime import setup_threads
 from evaluate import add_mean_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_IMAGES = os.path.join(".", "data", "demo", "dog.jpg")   # the original's demo picture
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Single-shot detection demo")
     cwd = os.getcwd()
     parser.add_argument("--network", default="resnet50", help="network preset (default resnet50)")
-    parser.add_argument("--images", default=os.path.join(".", "data", "demo", "dog.jpg"),
+    parser.add_argument("--images", default=DEFAULT_IMAGES,
                         help="comma list of images or folders (default ./data/demo/dog.jpg)")
     parser.add_argument("--dir", dest="dir", default=None,
                         help="folder prepended to every --images entry (default none)")
@@ -92,6 +93,11 @@ def list_images(images: str, root: str | None, extension: str | None) -> list[st
             paths.extend(found)
         elif os.path.isfile(path):
             paths.append(path)
+        elif images == DEFAULT_IMAGES:
+            raise FileNotFoundError(
+                f"--images: {path} not found: the original example downloaded its demo "
+                f"pictures with data/demo/download_demo_images.py, which is not shipped (no "
+                f"downloads here); pass your own pictures or a folder: --images a.jpg,b.jpg")
         else:
             raise FileNotFoundError(f"--images: {path} is neither an image file nor a folder")
     if not paths:

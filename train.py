@@ -25,6 +25,7 @@ import mxnet as mx  # noqa: E402
 import fit  # noqa: E402
 from checkpoint import INTERRUPTED  # noqa: E402
 from detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
+from dataset.imdb import load_class_names  # noqa: E402
 
 VOC_CLASSES = ("aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable, "
                "dog, horse, motorbike, person, pottedplant, sheep, sofa, train, tvmonitor")
@@ -161,38 +162,6 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="also write the log to this file; '' for console only "
                              "(default: train.log)")
     return parser
-
-
-def parse_class_names(value: str, num_class: int) -> list[str]:
-    """Class names from a comma list or a file (one per line); exactly ``num_class`` of them.
-
-    Parameters
-    ----------
-    value : str
-        ``"cat,dog"`` or a path to a names file.
-    num_class : int
-        Expected count (``--num-class``).
-
-    Returns
-    -------
-    list of str
-    """
-    if os.path.isfile(value):
-        with open(value) as f:
-            names = [line.strip() for line in f if line.strip()]
-        where = f"file {value}"
-    else:
-        names = [name.strip() for name in value.split(",") if name.strip()]
-        where = f"{value!r}"
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"--class-names {where}: duplicate class names {duplicates}; every "
-                         f"class needs its own name")
-    if len(names) != num_class:
-        raise ValueError(f"--class-names {where} has {len(names)} names but --num-class is "
-                         f"{num_class}; give exactly {num_class} comma-separated names or a "
-                         f"file with one per line")
-    return names
 
 
 def parse_contexts(gpus: str, num_cpu_contexts: int = 1) -> list:
@@ -335,7 +304,7 @@ def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None
         label_pad_width=-1 if args.label_width is None else args.label_width,
         nms_thresh=args.nms_thresh, force_nms=args.force_nms, ovp_thresh=args.overlap_thresh,
         use_difficult=args.use_difficult,
-        class_names=parse_class_names(args.class_names, args.num_class),
+        class_names=load_class_names(args.class_names, num_classes=args.num_class),
         voc07_metric=args.use_voc07_metric, nms_topk=args.nms_topk,
         train_list=args.train_list, val_path=args.val_path, val_list=args.val_list,
         iter_monitor=args.monitor, monitor_pattern=args.monitor_pattern,

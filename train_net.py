@@ -24,6 +24,7 @@ from dataset.iterator import DetRecordIter, measure_io
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
+from symbol.legacy import describe_pretrained
 from symbol.symbol_factory import get_symbol, get_symbol_train
 
 logger = logging.getLogger(__name__)
@@ -87,12 +88,13 @@ def resolve_label_width(train_path: str, val_path: str, label_pad_width: int,
     return label_pad_width
 
 
-def _load_param_file(path: str, flag: str, prefix: str) -> tuple[dict, dict]:
+def _load_param_file(path: str, flag: str, prefix: str, hint: str = "") -> tuple[dict, dict]:
+    """``arg_params, aux_params`` of a checkpoint; ``hint`` ends the not-found message."""
     if not os.path.isfile(path):
         epochs = checkpoint.list_checkpoint_epochs(prefix)
         have = ", ".join(str(e) for e in epochs) if epochs else "none"
         raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
-                                f"{prefix}: {have}")
+                                f"{prefix}: {have}" + (f". {hint}" if hint else ""))
     arg_params, aux_params = {}, {}
     for key, value in checkpoint.load_param_file(path, flag).items():
         kind, _, name = key.partition(":")
@@ -118,8 +120,8 @@ def _check_same_network(flag: str, path: str, arg_params: dict, aux_params: dict
                          f"use --finetune or --pretrained to start from another model")
 
 
-def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: str
-                     ) -> tuple[dict, list[str], list[str]]:
+def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: str,
+                     hint: str = "") -> tuple[dict, list[str], list[str]]:
     """Keep parameters whose name and shape match; returns (kept, skipped, unused)."""
     kept, skipped, unused = {}, [], []
     for name, value in params.items():
@@ -132,7 +134,7 @@ def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: 
     if params and not kept and not any(s.split(" ")[0] in shapes for s in skipped):
         raise ValueError(f"{flag}: {path} shares no parameter name with network {network} "
                          f"(it holds e.g. {sorted(params)[:3]}): a checkpoint of another "
-                         f"network? Pass the matching --network")
+                         f"network? Pass the matching --network" + (f". {hint}" if hint else ""))
     return kept, skipped, unused
 
 
@@ -171,10 +173,12 @@ def _load_params(net: str, prefix: str, resume: int | str, finetune: int, pretra
         else:
             flag, load_prefix, load_epoch = f"--pretrained {pretrained}", pretrained, epoch
         path = checkpoint.checkpoint_path(load_prefix, load_epoch, "params")
-        args, auxs = _load_param_file(path, flag, load_prefix)
+        # a pretrained file: say what it is and where the original documented it
+        hint = describe_pretrained(net, path) if finetune < 0 else ""
+        args, auxs = _load_param_file(path, flag, load_prefix, hint)
         args = convert_pretrained(load_prefix, args)
-        args, skipped_a, unused_a = _filter_by_shape(flag, path, args, arg_shapes, net)
-        auxs, skipped_x, unused_x = _filter_by_shape(flag, path, auxs, aux_shapes, net)
+        args, skipped_a, unused_a = _filter_by_shape(flag, path, args, arg_shapes, net, hint)
+        auxs, skipped_x, unused_x = _filter_by_shape(flag, path, auxs, aux_shapes, net, hint)
         missing = sorted(set(arg_shapes) - set(args)) + sorted(set(aux_shapes) - set(auxs))
         logger.info("%s: loaded %d parameters from %s", flag, len(args) + len(auxs), path)
         if skipped_a or skipped_x:

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 # Magic numbers of the image formats OpenCV decodes that we accept in a dataset.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"RIFF")
 
+# class-name files in dataset/names (paths from the repository root)
+SHIPPED_NAMES = ("dataset/names/pascal_voc.names (VOC, 20)", "dataset/names/mscoco.names (COCO, 80)")
+
 
 @dataclass
 class CheckReport:
@@ -219,23 +222,60 @@ class Imdb:
 
 
 def load_class_names(value: str | list[str] | tuple[str, ...] | None,
-                     default_file: str | None = None, flag: str = "--class-names") -> list[str]:
-    """Class names from a list, a comma string, a file (one per line) or ``default_file``."""
+                     default_file: str | None = None, flag: str = "--class-names",
+                     num_classes: int | None = None) -> list[str]:
+    """Class names from a list, a comma string, a file (one per line) or ``default_file``.
+
+    The one parser of class names: the dataset readers, ``train.py`` and the evaluation CLIs
+    all use it.
+
+    Parameters
+    ----------
+    value : str, list of str or None
+        ``"cat,dog"``, a path to a names file, or the names themselves.
+    default_file : str, optional
+        Read when ``value`` is empty.
+    flag : str
+        Flag named in error messages.
+    num_classes : int, optional
+        When given, the number of names must match it (``--num-class``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``value`` looks like a path (a single entry with ``/`` or a names-file ending) that
+        does not exist.
+    ValueError
+        Empty or duplicate names, or a count other than ``num_classes``.
+    """
     if value is None or value == "" or value == []:
-        if default_file is None:
+        if default_file is None and num_classes is None:
             raise ValueError(f"{flag}: no class names given")
-        value = default_file
-    if isinstance(value, (list, tuple)):
+        value = default_file or ""
+    if not value:
+        names, where = [], repr(value)
+    elif isinstance(value, (list, tuple)):
         names = [str(v).strip() for v in value]
+        where = repr(",".join(names))
     elif os.path.isfile(value):
-        with open(value) as f:
+        with open(value, encoding="utf-8") as f:
             names = [ln.strip() for ln in f if ln.strip()]
+        where = f"file {value}"
     else:
         names = [v.strip() for v in value.split(",")]
+        where = repr(value)
+        if len(names) == 1 and ("/" in value or value.endswith((".txt", ".names"))):
+            raise FileNotFoundError(f"{flag} {value}: file not found (names files shipped "
+                                    f"here: {', '.join(SHIPPED_NAMES)})")
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"{flag} {where} has {len(names)} names but --num-class is "
+                         f"{num_classes}; give exactly {num_classes} comma-separated names or a "
+                         f"file with one per line")
     if not names or any(not n for n in names):
         raise ValueError(f"{flag} {value!r}: need a comma list of non-empty names or a file "
                          "with one name per line")
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"{flag} {value!r}: duplicate class names {dup}")
+        raise ValueError(f"{flag} {value!r}: duplicate class names {dup}; every class needs "
+                         f"its own name")
     return names

@@ -5,7 +5,7 @@ Small helpers shared by the evaluation CLIs (``evaluate.py``, ``demo.py``,
 """
 from __future__ import annotations
 
-import os
+from dataset.imdb import load_class_names
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -14,37 +14,11 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 
 def parse_class_names(value: str | None, num_classes: int | None = None,
                       flag: str = "--class-names") -> list[str]:
-    """Class names from a comma list or a file with one name per line.
+    """Class names from a comma list or a file with one name per line; empty gives VOC's 20.
 
-    Parameters
-    ----------
-    value : str or None
-        ``"cat,dog"`` or a path to a names file; empty/None gives the 20 VOC names.
-    num_classes : int, optional
-        When given, the number of names must match it.
-    flag : str
-        Flag named in error messages.
-
-    Raises
-    ------
-    ValueError
-        When the count differs from ``num_classes`` or a name is empty.
+    See :func:`dataset.imdb.load_class_names` (the one parser) for the errors.
     """
-    if not value:
-        names = list(VOC_CLASSES)
-    elif os.path.isfile(value):
-        with open(value, encoding="utf-8") as handle:
-            names = [line.strip() for line in handle if line.strip()]
-    else:
-        names = [name.strip() for name in value.split(",")]
-        if len(names) == 1 and ("/" in value or value.endswith((".txt", ".names"))):
-            raise FileNotFoundError(f"{flag}: file {value} not found")
-    if any(not name for name in names):
-        raise ValueError(f"{flag} has an empty name: {value!r}")
-    if num_classes is not None and len(names) != num_classes:
-        raise ValueError(f"{flag} has {len(names)} names but --num-class is {num_classes}: "
-                         f"give exactly {num_classes} names (comma list or a file)")
-    return names
+    return load_class_names(value or list(VOC_CLASSES), flag=flag, num_classes=num_classes)
 
 
 def add_mean_args(parser) -> None:

@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from checkpoint import load_param_file
+from checkpoint import load_param_file, load_symbol_file
 
 logger = logging.getLogger(__name__)
 
@@ -233,14 +233,7 @@ def load_inference_symbol(network: str, data_shape: tuple[int, int], num_classes
                           deploy_net: bool) -> mx.sym.Symbol:
     """The detection graph: rebuilt from the preset, or the checkpoint's own with ``deploy_net``."""
     if deploy_net:
-        path = f"{model_prefix}-symbol.json"
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--deploy: symbol file {path} not found (run deploy.py)")
-        symbol = mx.sym.load(path)
-        if "label" in symbol.list_arguments():
-            raise ValueError(f"--deploy: {path} is a training graph (it takes 'label'); "
-                             f"run deploy.py to write the inference graph, or drop --deploy")
-        return symbol
+        return load_symbol_file(f"{model_prefix}-symbol.json", "--deploy")
     from symbol.symbol_factory import get_symbol
     side = data_shape[0] if data_shape[0] == data_shape[1] else data_shape
     return get_symbol(network, side, num_classes, nms_thresh=nms_thresh,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 import mxnet as mx
@@ -372,38 +371,3 @@ def count_anchors(network: str, data_shape: int | Sequence[int], **overrides) ->
     """Total number of anchors N of a preset at ``data_shape``."""
     return sum(layer["anchors"] for layer in
                describe_feature_layers(network, data_shape, **overrides))
-
-
-# Feature layers that the original named by MXNet's auto-generated ``_plusN`` (its resnet
-# checkpoints store ``_plus12_loc_pred_conv_weight`` etc.) -> our stable names.
-_HEAD_PARAM = re.compile(r"(.+?)(_(?:loc|cls)_pred_conv_(?:weight|bias))")
-LEGACY_LAYER_NAMES = {
-    "resnet50": {"_plus12": "stage3_unit6_plus", "_plus15": "stage4_unit3_plus"},
-    "resnet101": {"_plus29": "stage3_unit23_plus", "_plus32": "stage4_unit3_plus"},
-}
-
-
-def convert_legacy_params(network: str, params: Mapping[str, mx.nd.NDArray]) -> dict:
-    """Rename an original checkpoint's ``_plusN_*`` head parameters to this zoo's names.
-
-    Parameters
-    ----------
-    network : str
-        Preset name; networks without legacy names are returned unchanged (as a new dict).
-    params : mapping of str to NDArray
-        ``arg_params`` of ``mx.model.load_checkpoint`` (keys without the ``arg:`` prefix).
-
-    Returns
-    -------
-    dict
-        Same arrays; keys like ``_plus12_loc_pred_conv_weight`` become
-        ``stage3_unit6_plus_loc_pred_conv_weight``.
-    """
-    renames = LEGACY_LAYER_NAMES.get(network, {})
-    converted = {}
-    for key, value in params.items():
-        match = _HEAD_PARAM.fullmatch(key)
-        if match and match.group(1) in renames:
-            key = renames[match.group(1)] + match.group(2)
-        converted[key] = value
-    return converted

@@ -219,7 +219,7 @@ def test_evaluate_cli_missing_checkpoint_and_names(synth_data, checkpoint, capsy
     args = cli_args(synth_data, checkpoint)
     args[args.index("--class-names") + 1] = "a,b"
     assert cli.main(args) == 2
-    assert "--class-names has 2 names but --num-class is 4" in capsys.readouterr().err
+    assert "--class-names 'a,b' has 2 names but --num-class is 4" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -189,3 +189,19 @@ def test_launch_by_path_as_mxnet_documents_it():
     assert_nothing_left(tag)
     assert result.returncode == 0, result.stderr
     assert "rank 0 of 2" in result.stdout and "rank 1 of 2" in result.stdout
+
+
+def test_original_benchmark_score_deploy_names_the_original_checkpoint(tmp_path):
+    """``python benchmark_score.py --deploy --prefix=./model/ssd_`` looks where the original did."""
+    result = _run([sys.executable, str(REPO / "benchmark_score.py"), "--deploy",
+                   "--prefix=./model/ssd_"], tmp_path)
+    assert result.returncode == 2
+    assert "./model/ssd_vgg16_reduced_300-symbol.json not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_original_demo_without_its_downloaded_picture_says_why(tmp_path):
+    result = _run([sys.executable, str(REPO / "demo.py"), "--gpu", "0"], tmp_path)
+    assert result.returncode == 2
+    assert "download_demo_images.py, which is not shipped" in result.stderr
+    assert "--images" in result.stderr and "Traceback" not in result.stderr

@@ -52,12 +52,19 @@ def test_help_lists_every_flag():
 
 
 def test_parse_class_names(tmp_path):
-    assert train.parse_class_names("a, b,c", 3) == ["a", "b", "c"]
+    from dataset.imdb import load_class_names
+    assert load_class_names("a, b,c", num_classes=3) == ["a", "b", "c"]
     names = tmp_path / "names.txt"
     names.write_text("x\ny\n\n")
-    assert train.parse_class_names(str(names), 2) == ["x", "y"]
-    with pytest.raises(ValueError, match="has 2 names but --num-class is 3"):
-        train.parse_class_names("a,b", 3)
+    assert load_class_names(str(names), num_classes=2) == ["x", "y"]
+    with pytest.raises(ValueError, match="'a,b' has 2 names but --num-class is 3"):
+        load_class_names("a,b", num_classes=3)
+    with pytest.raises(ValueError, match="'' has 0 names but --num-class is 3"):
+        load_class_names("", num_classes=3)
+    # the original README's COCO line names a file that never shipped: say which ones do
+    with pytest.raises(FileNotFoundError, match=r"\./dataset/names/coco_label: file not found "
+                                                r"\(names files shipped here: .*mscoco\.names"):
+        load_class_names("./dataset/names/coco_label", num_classes=80)
 
 
 def test_parse_contexts():
