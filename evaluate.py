@@ -18,6 +18,7 @@ import os
 import sys
 
 from config.runtime import setup_threads
+from dataset.record_check import add_bad_records_arg
 from evaluate import add_mean_args
 
 
@@ -68,6 +69,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="voc: mAP only; coco: also AP@[.5:.95], AP50, AP75 (default voc)")
     parser.add_argument("--output-dir", dest="output_dir", default="",
                         help="write results.json and pr_curves.png here (default none)")
+    add_bad_records_arg(parser)
     return parser
 
 
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from evaluate import parse_class_names, parse_mean
     from evaluate.evaluate_net import evaluate_net, format_results, resolve_prefix
+    from checkpoint import FileWriteError
+    from dataset.record_check import select_records
     try:
         if args.num_class <= 0:
             raise ValueError(f"--num-class must be positive, got {args.num_class}")
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         prefix = resolve_prefix(args.prefix, args.network, args.data_shape, args.epoch)
         logging.info("arguments: %s", vars(args))
         logging.info("checkpoint %s-%04d.params", prefix, args.epoch)
-        results = evaluate_net(args.network, args.rec_path, args.num_class, args.num_batch, mean,
+        selection = select_records(args.rec_path, args.bad_records, "--rec-path")
+        results = evaluate_net(args.network, selection.path, args.num_class, args.num_batch, mean,
                                args.data_shape, prefix, args.epoch, ctx,
                                batch_size=args.batch_size, path_imglist=args.list_path,
                                nms_thresh=args.nms_thresh, force_nms=args.force_nms,
@@ -112,7 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FileWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(format_results(results))
+    if selection.skipped:
+        print(f"skipped {len(selection.skipped)} bad record(s) of {args.rec_path} "
+              f"(--bad-records skip; listed in the log)")
     for path in results.get("files", []):
         print(f"wrote {path}")
     return 0

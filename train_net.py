@@ -21,6 +21,7 @@ from config.runtime import set_log_rank, setup_logging
 from detection_module import NAN_POLICIES, DetectionModule
 from config.config import cfg, train_augmentation
 from dataset.iterator import DetRecordIter, measure_io
+from dataset.record_check import BAD_RECORD_POLICIES, select_records
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
@@ -283,6 +284,29 @@ def _equalize_shards(train_iter: mx.io.DataIter, kv_type: str, num_example: int,
     return mx.io.ResizeIter(train_iter, epoch_size)
 
 
+def _last_epoch(prefix: str) -> int:
+    """``--resume last``: the newest complete epoch checkpoint of ``prefix``."""
+    last = checkpoint.last_complete_epoch(prefix)
+    if last is None:
+        raise FileNotFoundError(f"--resume {checkpoint.LAST}: no complete checkpoint under "
+                                f"{prefix} ({prefix}-NNNN.params with its .json card); start "
+                                f"without --resume")
+    logger.info("--resume %s: epoch %d is the newest complete checkpoint", checkpoint.LAST, last)
+    return last
+
+
+def _bad_record_counts(policy: str, *selections: Any) -> dict:
+    """Card entry: the records ``--bad-records skip`` leaves out of every epoch, per file."""
+    counts: dict[str, Any] = {"policy": policy}
+    for role, selection in zip(("train", "validation"), selections):
+        if selection is not None:
+            counts[role] = {"file": selection.report.rec_path,
+                            "skipped_per_epoch": len(selection.skipped),
+                            "records": [{"position": b.position, "key": b.key,
+                                         "reason": b.reason} for b in selection.skipped]}
+    return counts
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -308,7 +332,8 @@ def train_net(net, train_path, num_classes, batch_size,
               min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
               nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
-              argv: Sequence[str] | None = None) -> DetectionModule | None:
+              argv: Sequence[str] | None = None,
+              bad_records: str = "stop") -> DetectionModule | None:
     """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
 
     Parameters
@@ -326,8 +351,8 @@ def train_net(net, train_path, num_classes, batch_size,
     mean_pixels : sequence of 3 floats
         RGB mean subtracted.
     resume : int or str
-        Continue from ``{prefix}-%04d`` (weights, optimizer state, LR position), or
-        ``'interrupted'``; -1 off.
+        Continue from ``{prefix}-%04d`` (weights, optimizer state, LR position),
+        ``'interrupted'``, or ``'last'`` (the newest complete epoch checkpoint); -1 off.
     finetune : int
         Start from epoch N of the same prefix, training only the new / ``pred`` parameters;
         -1 off.
@@ -389,6 +414,9 @@ def train_net(net, train_path, num_classes, batch_size,
         (``config.config.train_augmentation``).
     argv : sequence of str, optional
         Command line (for the resume hint after an interrupt).
+    bad_records : str
+        ``stop`` (error naming the file and record) or ``skip`` (train without them, logged
+        once, counted in the checkpoint card): see ``dataset/record_check.py``.
 
     Returns
     -------
@@ -409,6 +437,8 @@ def train_net(net, train_path, num_classes, batch_size,
         raise ValueError(f"--mean-r/-g/-b: need 3 values, got {mean_pixels}")
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {NAN_POLICIES}")
+    if bad_records not in BAD_RECORD_POLICIES:
+        raise ValueError(f"--bad-records {bad_records!r}: choose one of {BAD_RECORD_POLICIES}")
     prefix = get_prefix(prefix, net, data_shape)
     _ensure_writable_folder(prefix)
 
@@ -421,9 +451,19 @@ def train_net(net, train_path, num_classes, batch_size,
                     rank, num_workers, kv.type)
     logger.info("Threads: OMP_NUM_THREADS=%s; contexts %s", os.environ.get("OMP_NUM_THREADS"),
                 ", ".join(str(c) for c in ctx))
+    # one writer per prefix: a second run refuses now; the kernel frees the lock of a dead run
+    lock = checkpoint.PrefixLock(prefix).acquire() if rank == 0 and not test_io else None
+    if lock is not None:
+        checkpoint.remove_stale_temporaries(prefix)
+    if resume == checkpoint.LAST:
+        resume = _last_epoch(prefix)
     _seed_everything(seed)
 
-    # 1. iterators
+    # 1. iterators: bad records are found (and left out with skip) before MXNet reads them
+    train_records = select_records(train_path, bad_records, "--train-path")
+    val_records = select_records(val_path, bad_records, "--val-path") if val_path else None
+    train_path = train_records.path
+    val_path = val_records.path if val_records else val_path
     label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
     if train_list:        # the list decides which images are read
         check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
@@ -494,14 +534,19 @@ def train_net(net, train_path, num_classes, batch_size,
     card_base = {"network": net, "data_shape": side, "num_classes": num_classes,
                  "class_names": _jsonable(class_names), "seed": seed, "prefix": prefix,
                  "label_width": label_width, "num_workers": num_workers,
-                 "arguments": call_args}
-    return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
-                   begin_epoch=begin_epoch, end_epoch=end_epoch,
-                   arg_params=loaded["arg_params"], aux_params=loaded["aux_params"],
-                   fixed_param_names=fixed, eval_metric=MultiBoxMetric(),
-                   valid_metric=valid_metric, optimizer=optimizer,
-                   optimizer_params=optimizer_params, save_symbol=save_sym,
-                   infer_symbol=infer_sym, kvstore=kv, frequent=frequent, monitor=monitor,
-                   save_period=save_period, nan_policy=nan_policy,
-                   states_path=loaded["states_path"], card_base=card_base, argv=argv,
-                   tensorboard=tensorboard, describe_validation=describe)
+                 "arguments": call_args,
+                 "bad_records": _bad_record_counts(bad_records, train_records, val_records)}
+    try:
+        return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
+                       begin_epoch=begin_epoch, end_epoch=end_epoch,
+                       arg_params=loaded["arg_params"], aux_params=loaded["aux_params"],
+                       fixed_param_names=fixed, eval_metric=MultiBoxMetric(),
+                       valid_metric=valid_metric, optimizer=optimizer,
+                       optimizer_params=optimizer_params, save_symbol=save_sym,
+                       infer_symbol=infer_sym, kvstore=kv, frequent=frequent, monitor=monitor,
+                       save_period=save_period, nan_policy=nan_policy,
+                       states_path=loaded["states_path"], card_base=card_base, argv=argv,
+                       tensorboard=tensorboard, describe_validation=describe)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from checkpoint import load_param_file, load_symbol_file
+from checkpoint import atomic_write, load_param_file, load_symbol_file
 
 logger = logging.getLogger(__name__)
 
@@ -402,13 +402,19 @@ def format_results(results: dict) -> str:
 
 
 def write_outputs(results: dict, voc_metric: MApMetric, output_dir: str) -> list[str]:
-    """Write ``results.json`` and ``pr_curves.png`` (one curve per evaluated class)."""
+    """Write ``results.json`` and ``pr_curves.png`` (one curve per evaluated class).
+
+    Each file is written under a temporary name and renamed; a failed write (disk full, file
+    size limit) raises ``checkpoint.FileWriteError`` naming the file, the previous file kept.
+    """
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, "results.json")
-    tmp_path = json_path + ".tmp"
-    with open(tmp_path, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(tmp_path, json_path)
+
+    def write_json(tmp_path: str) -> None:
+        with open(tmp_path, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+
+    atomic_write(json_path, write_json)
 
     import matplotlib
     matplotlib.use("Agg")
@@ -436,6 +442,8 @@ def write_outputs(results: dict, voc_metric: MApMetric, output_dir: str) -> list
     ax.legend(fontsize=7, loc="lower left")
     fig.text(0.01, 0.005, results["protocol"], fontsize=6)
     png_path = os.path.join(output_dir, "pr_curves.png")
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(png_path, lambda tmp_path: fig.savefig(tmp_path, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return [json_path, png_path]
