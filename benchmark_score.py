@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import mxnet as mx
+    from checkpoint import load_symbol_file
     from evaluate.evaluate_net import load_params, resolve_prefix
     from symbol.symbol_factory import get_symbol
     try:
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{args.num_batches} and {args.warmup}")
         if args.deploy:
             prefix = resolve_prefix(args.prefix, args.network, shape, args.epoch)
-            symbol_path = f"{prefix}-symbol.json"
-            if not os.path.isfile(symbol_path):
-                raise FileNotFoundError(f"--deploy: {symbol_path} not found (run deploy.py)")
-            fp32 = mx.sym.load(symbol_path)
+            fp32 = load_symbol_file(f"{prefix}-symbol.json", "--deploy")
             fp32_args, fp32_auxs = load_params(prefix, args.epoch)
         else:
             fp32 = get_symbol(args.network, shape, args.class_num, nms_thresh=0.4,
@@ -150,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"--int8-prefix: {symbol_path} not found "
                                         "(write it with quantization.py)")
             int8_args, int8_auxs = load_params(args.int8_prefix, args.int8_epoch)
-            models.append(("int8", mx.sym.load(symbol_path), int8_args, int8_auxs))
+            models.append(("int8", load_symbol_file(symbol_path, "--int8-prefix"), int8_args,
+                           int8_auxs))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

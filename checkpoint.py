@@ -16,35 +16,197 @@ Every file is written under a temporary name in the same folder, then renamed
 from __future__ import annotations
 
 import datetime
+import errno
+import fcntl
 import glob
 import json
 import logging
 import os
 import platform
 import re
+import resource
 import shlex
+import shutil
+import signal
 import subprocess
 from typing import Any, Callable, Sequence
 
 import mxnet as mx
 import numpy as np
 
+from symbol.legacy import convert_legacy_params, convert_legacy_symbol, describe_renames
+
 INTERRUPTED = "interrupted"      # tag of the checkpoint written on Ctrl-C / SIGTERM
 BEST = "best"                    # tag of the best-validation checkpoint
+LAST = "last"                    # --resume last: the newest complete epoch checkpoint
+# test hook (tests/test_faults.py): SIGKILL this process at the named point of a file write,
+# e.g. SSD_FAULT_KILL_AT=before-rename:ssd_tiny_64-0002.params
+FAULT_KILL_ENV = "SSD_FAULT_KILL_AT"
+_TMP_TAG = ".tmp"                # temporary files: .{name}.tmp{pid} beside the real file
 
 logger = logging.getLogger(__name__)
 
 
-def atomic_write(path: str, writer: Callable[[str], None]) -> None:
-    """Run ``writer(tmp_path)`` on a temporary name in the same folder, then rename."""
+class FileWriteError(RuntimeError):
+    """A file could not be written (disk full, file size limit, I/O error); names the file."""
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process when ``$SSD_FAULT_KILL_AT`` equals ``name`` (kill -9 tests)."""
+    if os.environ.get(FAULT_KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def explain_write_failure(path: str, err: BaseException, written: int | None = None) -> str:
+    """One line: which file could not be written and why (disk full, ``ulimit -f``, ...).
+
+    Parameters
+    ----------
+    path : str
+        The file being written.
+    err : BaseException
+        The ``OSError`` or ``MXNetError`` (MXNet says only ``FileStream.Write incomplete``).
+    written : int, optional
+        Bytes that reached the file before the failure.
+
+    Returns
+    -------
+    str
+        ``cannot write <path>: <reason>``.
+    """
+    code = getattr(err, "errno", None)
+    soft_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if code == errno.ENOSPC or (code is None and free is not None and free < (1 << 20)):
+        reason = f"no space left on the device ({free} bytes free in {folder})"
+    elif code == errno.EFBIG or (code is None and soft_limit != resource.RLIM_INFINITY
+                                 and written is not None and written >= soft_limit):
+        reason = f"file size limit reached (ulimit -f / RLIMIT_FSIZE {soft_limit} bytes)"
+    else:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        reason = getattr(err, "strerror", None) or (lines[-1] if lines else type(err).__name__)
+    return f"cannot write {path}: {reason}"
+
+
+def atomic_write(path: str, writer: Callable[[str], None]) -> None:
+    """Run ``writer(tmp_path)`` on a temporary name in the same folder, then rename.
+
+    Raises
+    ------
+    FileWriteError
+        The write failed (disk full, file size limit, ...); the temporary file is removed and
+        ``path`` keeps its previous content.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    tmp = os.path.join(folder, f".{name}{_TMP_TAG}{os.getpid()}")
+    fault_point(f"before-write:{name}")
     try:
         writer(tmp)
+        fault_point(f"before-rename:{name}")
         os.replace(tmp, path)
+    except (OSError, mx.base.MXNetError) as err:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else None
+        raise FileWriteError(explain_write_failure(path, err, written)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    fault_point(f"after-rename:{name}")
+
+
+def remove_stale_temporaries(prefix: str) -> list[str]:
+    """Delete ``.{prefix name}-*.tmp<pid>`` files that a killed run left beside its checkpoints.
+
+    Call only while holding the :class:`PrefixLock` of ``prefix`` (no other writer is alive).
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    folder, name = os.path.split(os.path.abspath(prefix))
+    pattern = os.path.join(glob.escape(folder), f".{glob.escape(name)}-*{_TMP_TAG}*")
+    removed = [path for path in glob.glob(pattern)
+               if re.search(rf"{re.escape(_TMP_TAG)}\d+$", path)]
+    for path in removed:
+        os.remove(path)
+        logger.info("Removed %s, left by a run that was killed while writing it", path)
+    return removed
+
+
+class PrefixLockedError(ValueError):
+    """Another live process holds the lock of this checkpoint prefix."""
+
+
+class PrefixLock:
+    """Exclusive lock of a checkpoint prefix: ``{prefix}.lock`` held with ``fcntl.flock``.
+
+    The kernel releases the lock when the process ends, however it ends (``kill -9``
+    included), so a lock is never left behind; the file only records the holder's pid.
+    Within one process the lock is re-entrant (a second ``train_net`` call on the prefix,
+    as tests make, shares it); it is released when every holder has released it.
+
+    Parameters
+    ----------
+    prefix : str
+        Checkpoint prefix (``model/ssd_tiny_64``).
+    """
+
+    _held: dict[str, list[int]] = {}       # lock path -> [fd, holders] in this process
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.path = f"{prefix}.lock"
+        self._key = os.path.abspath(self.path)
+        self._holding = False
+
+    def acquire(self) -> "PrefixLock":
+        """Take the lock or raise :class:`PrefixLockedError` naming the holder's pid."""
+        if self._holding:
+            return self
+        held = PrefixLock._held.get(self._key)
+        if held is not None:
+            held[1] += 1
+            self._holding = True
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise PrefixLockedError(
+                f"--prefix {self.prefix}: another training run (pid {holder}) is writing these "
+                f"checkpoints (lock {self.path}); wait for it to finish or pick another "
+                f"--prefix") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        PrefixLock._held[self._key] = [fd, 1]
+        self._holding = True
+        return self
+
+    def release(self) -> None:
+        """Release this holder (the kernel releases the lock when the process ends)."""
+        if not self._holding:
+            return
+        self._holding = False
+        held = PrefixLock._held[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            del PrefixLock._held[self._key]
+            os.ftruncate(held[0], 0)
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
+
+    def __enter__(self) -> "PrefixLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def checkpoint_path(prefix: str, tag: int | str, ext: str) -> str:
@@ -63,6 +225,28 @@ def list_checkpoint_epochs(prefix: str) -> list[int]:
     return sorted(epochs)
 
 
+def last_complete_epoch(prefix: str) -> int | None:
+    """Newest epoch whose checkpoint is complete: ``.params`` and a readable ``.json`` card.
+
+    The card is written last (after ``.params`` and ``.states``) and removed first when an
+    epoch is written again, so a run killed while writing leaves an epoch without a card,
+    which is not complete.
+
+    Returns
+    -------
+    int or None
+        The epoch number, or None when no epoch is complete.
+    """
+    for epoch in reversed(list_checkpoint_epochs(prefix)):
+        try:
+            card = load_card(prefix, epoch)
+        except (OSError, ValueError):
+            continue
+        if isinstance(card, dict) and int(card.get("epoch", -1)) == epoch:
+            return epoch
+    return None
+
+
 def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     """``mx.nd.load`` of a ``.params`` file, with clear errors for a missing or corrupt one.
 
@@ -77,7 +261,9 @@ def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     Returns
     -------
     dict of str to mx.nd.NDArray
-        The saved arrays by name.
+        The saved arrays by name. Parameter names of the original example that differ from
+        this project's (its resnet heads ``_plus12_*``, see ``symbol/legacy.py``) are renamed,
+        with one log line naming the file; every reader of checkpoints comes through here.
 
     Raises
     ------
@@ -98,7 +284,54 @@ def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     if not isinstance(saved, dict):
         raise ValueError(f"{flag}: {path} holds a list of {len(saved)} arrays, not the named "
                          f"'arg:'/'aux:' parameters of a checkpoint")
+    try:
+        saved, renamed = convert_legacy_params(saved)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {path}: {err}") from None
+    if renamed:
+        logger.info("%s: converted %d parameter names of the original example in %s (%s)",
+                    flag, len(renamed), path, describe_renames(renamed))
     return saved
+
+
+def load_symbol_file(path: str, flag: str, inference: bool = True) -> mx.sym.Symbol:
+    """``mx.sym.load`` of a ``-symbol.json``, with clear errors, in this project's names.
+
+    The variables of a graph saved by the original example (its resnet heads
+    ``_plus12_loc_pred_conv_weight`` ...) are renamed as :func:`load_param_file` renames the
+    parameters, with one log line naming the file, so the two still bind to each other.
+
+    Parameters
+    ----------
+    path : str
+        The ``-symbol.json`` file.
+    flag : str
+        The flag that named it (``--deploy``), used in the messages.
+    inference : bool
+        Refuse a training graph (one that takes ``label``): readers need deploy.py's graph.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not an MXNet symbol file, or a training graph where ``inference``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: symbol file {path} not found (run deploy.py)")
+    try:
+        symbol = mx.sym.load(path)
+    except (mx.base.MXNetError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"{flag}: {path} is not a readable MXNet symbol file "
+                         f"(truncated, corrupt or another format)") from None
+    if inference and "label" in symbol.list_arguments():
+        raise ValueError(f"{flag}: {path} is a training graph (it takes 'label'); run "
+                         f"deploy.py to write the inference graph, or drop {flag}")
+    symbol, renamed = convert_legacy_symbol(symbol)
+    if renamed:
+        logger.info("%s: converted %d parameter names of the original example in %s (%s)",
+                    flag, len(renamed), path, describe_renames(renamed))
+    return symbol
 
 
 def interrupted_epoch(prefix: str) -> int | None:
@@ -267,15 +500,41 @@ class Checkpointer:
 
     def _write(self, tag: int | str, arg_params: dict, aux_params: dict, card: dict,
                with_states: bool = True) -> None:
-        atomic_write(f"{self.prefix}-symbol.json", self.save_symbol.save)
-        save_params(checkpoint_path(self.prefix, tag, "params"), arg_params, aux_params)
-        if with_states:
-            try:
-                atomic_write(checkpoint_path(self.prefix, tag, "states"),
-                              self.module.save_optimizer_states)
-            except (AssertionError, mx.base.MXNetError) as err:
-                logger.warning("Optimizer state not saved (%s): a resume restarts momentum", err)
-        save_json(checkpoint_path(self.prefix, tag, "json"), card)
+        """Write symbol, params, states, then the card (the card marks the tag complete).
+
+        On a write failure (disk full, size limit) the ``.params``/``.states`` of ``tag`` are
+        removed (except for ``best``), so the folder holds complete checkpoints only, and the
+        error names the file and the newest complete checkpoint.
+        """
+        card_path = checkpoint_path(self.prefix, tag, "json")
+        try:
+            if tag != BEST and os.path.isfile(card_path):
+                os.remove(card_path)       # the tag is incomplete until its new card is written
+            atomic_write(f"{self.prefix}-symbol.json", self.save_symbol.save)
+            params_path = checkpoint_path(self.prefix, tag, "params")
+            save_params(params_path, arg_params, aux_params)
+            if with_states:
+                states_path = checkpoint_path(self.prefix, tag, "states")
+                try:
+                    atomic_write(states_path, self.module.save_optimizer_states)
+                except AssertionError as err:
+                    logger.warning("Optimizer state not saved (%s): a resume restarts "
+                                   "momentum", err)
+            save_json(card_path, card)
+        except FileWriteError as err:
+            what = f"epoch {tag}" if isinstance(tag, int) else f"'{tag}'"
+            if tag == BEST:       # the new best .params already replaced the old one: keep it
+                done = f"the {what} card may be older than its .params"
+            else:                 # no card: remove the rest, old or new, of the unfinished tag
+                for ext in ("params", "states"):
+                    path = checkpoint_path(self.prefix, tag, ext)
+                    if os.path.isfile(path):
+                        os.remove(path)
+                done = f"removed the partial {what} files"
+            last = last_complete_epoch(self.prefix)
+            kept = (f"newest complete checkpoint {checkpoint_path(self.prefix, last, 'params')}"
+                    f" (--resume {last})" if last is not None else "no complete checkpoint yet")
+            raise FileWriteError(f"{err}; {done}, {kept}") from None
 
     def on_epoch_end(self, epoch: int, symbol: mx.sym.Symbol, arg_params: dict,
                      aux_params: dict) -> None:

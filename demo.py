@@ -63,6 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="camera frame size 'width,height' or a scale factor (default none)")
     parser.add_argument("--camera-frames", dest="camera_frames", type=int, default=100,
                         help="frames to process in camera mode (default 100)")
+    parser.add_argument("--anchors", default="",
+                        help="JSON of anchor sizes/ratios the model was trained with "
+                             "(train.py --anchors FILE; default: the preset's)")
     parser.add_argument("--output-dir", dest="output_dir",
                         default=os.path.join(".", "output", "detections"),
                         help="where pictures are written (default ./output/detections)")
@@ -148,9 +151,11 @@ def build_detector(args, num_classes: int):
                              "use --cpu")
         ctx = mx.gpu(args.gpu_id)
     prefix = resolve_prefix(args.prefix, args.network, data_shape, args.epoch)
+    from symbol.anchors import load_anchor_file
+    anchors = load_anchor_file(args.anchors) if args.anchors else None
     symbol = None if args.deploy_net else load_inference_symbol(
         args.network, data_shape, num_classes, prefix, args.nms_thresh, args.force_nms, 400,
-        deploy_net=False)
+        deploy_net=False, anchors=anchors)
     logging.info("checkpoint %s-%04d.params, force_suppress=%s", prefix, args.epoch, args.force_nms)
     return Detector(symbol, prefix, args.epoch, data_shape,
                     parse_mean(args.mean_r, args.mean_g, args.mean_b), args.batch_size, ctx)

@@ -18,6 +18,7 @@ import os
 import sys
 
 from config.runtime import setup_threads
+from dataset.record_check import add_bad_records_arg
 from evaluate import add_mean_args
 
 
@@ -66,8 +67,12 @@ def get_parser() -> argparse.ArgumentParser:
                         help="use the inference symbol saved with the checkpoint (deploy.py)")
     parser.add_argument("--metric", choices=("voc", "coco"), default="voc",
                         help="voc: mAP only; coco: also AP@[.5:.95], AP50, AP75 (default voc)")
+    parser.add_argument("--anchors", default="",
+                        help="JSON of anchor sizes/ratios the model was trained with "
+                             "(train.py --anchors FILE; default: the preset's)")
     parser.add_argument("--output-dir", dest="output_dir", default="",
                         help="write results.json and pr_curves.png here (default none)")
+    add_bad_records_arg(parser)
     return parser
 
 
@@ -92,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from evaluate import parse_class_names, parse_mean
     from evaluate.evaluate_net import evaluate_net, format_results, resolve_prefix
+    from symbol.anchors import load_anchor_file
+    from checkpoint import FileWriteError
+    from dataset.record_check import select_records
     try:
         if args.num_class <= 0:
             raise ValueError(f"--num-class must be positive, got {args.num_class}")
@@ -101,18 +109,26 @@ def main(argv: list[str] | None = None) -> int:
         prefix = resolve_prefix(args.prefix, args.network, args.data_shape, args.epoch)
         logging.info("arguments: %s", vars(args))
         logging.info("checkpoint %s-%04d.params", prefix, args.epoch)
-        results = evaluate_net(args.network, args.rec_path, args.num_class, args.num_batch, mean,
+        selection = select_records(args.rec_path, args.bad_records, "--rec-path")
+        results = evaluate_net(args.network, selection.path, args.num_class, args.num_batch, mean,
                                args.data_shape, prefix, args.epoch, ctx,
                                batch_size=args.batch_size, path_imglist=args.list_path,
                                nms_thresh=args.nms_thresh, force_nms=args.force_nms,
                                ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
                                class_names=class_names, voc07_metric=args.use_voc07_metric,
                                deploy_net=args.deploy_net, metric=args.metric,
-                               output_dir=args.output_dir or None, nms_topk=args.nms_topk)
+                               output_dir=args.output_dir or None, nms_topk=args.nms_topk,
+                               anchors=load_anchor_file(args.anchors) if args.anchors else None)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FileWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(format_results(results))
+    if selection.skipped:
+        print(f"skipped {len(selection.skipped)} bad record(s) of {args.rec_path} "
+              f"(--bad-records skip; listed in the log)")
     for path in results.get("files", []):
         print(f"wrote {path}")
     return 0

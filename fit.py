@@ -16,6 +16,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import math
 import os
 import signal
 from typing import Any, Callable, Iterable, Sequence
@@ -76,6 +77,11 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     train.add_argument("--lr-steps", dest="lr_refactor_step", type=str, default="80, 160",
                        help="comma list of epochs at which the LR is multiplied by --lr-factor, "
                             "strictly increasing (default: '80, 160')")
+    train.add_argument("--lr-schedule", dest="lr_schedule", type=str, default="step",
+                       choices=LR_SCHEDULES,
+                       help="step: x --lr-factor at each --lr-steps epoch (the original's); "
+                            "cosine: cosine decay from --lr (after the warm-up) to --lr / 1000 "
+                            "at --end-epoch, --lr-steps ignored (default: step)")
     train.add_argument("--lr-factor", dest="lr_refactor_ratio", type=float, default=0.1,
                        help="LR multiplier at each --lr-steps epoch; >= 1 disables decay "
                             "(default: 0.1)")
@@ -133,9 +139,40 @@ def parse_lr_steps(value: str) -> list[int]:
     return steps
 
 
+LR_SCHEDULES = ("step", "cosine")
+# the cosine schedule ends at this fraction of --lr
+COSINE_FINAL_FRACTION = 1e-3
+
+
+class WarmupCosineScheduler(mx.lr_scheduler.LRScheduler):
+    """Linear warm-up from 0, then cosine decay to ``final_lr`` at update ``total_updates``.
+
+    Updates are counted from the start of training; ``offset`` is the number done before this
+    run (``--resume``), so a resumed run continues the curve where an uninterrupted one is.
+    """
+
+    def __init__(self, base_lr: float, total_updates: int, warmup_updates: int = 0,
+                 final_lr: float = 0.0, offset: int = 0) -> None:
+        super().__init__(base_lr=base_lr)
+        self.max_lr = base_lr
+        self.total_updates = max(1, total_updates)
+        self.warmup_updates = max(0, warmup_updates)
+        self.final_lr = final_lr
+        self.offset = offset
+
+    def __call__(self, num_update: int) -> float:
+        t = num_update + self.offset
+        if t < self.warmup_updates:
+            return self.max_lr * t / self.warmup_updates
+        span = max(1, self.total_updates - self.warmup_updates)
+        progress = min(1.0, (t - self.warmup_updates) / span)
+        return self.final_lr + (self.max_lr - self.final_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
 def get_lr_scheduler(learning_rate: float, lr_refactor_step: str, lr_refactor_ratio: float,
                      num_example: int, batch_size: int, begin_epoch: int,
-                     warmup_epochs: int = 0, num_workers: int = 1
+                     warmup_epochs: int = 0, num_workers: int = 1, schedule: str = "step",
+                     end_epoch: int | None = None
                      ) -> tuple[float, mx.lr_scheduler.LRScheduler | None]:
     """Learning rate and scheduler of the original SSD (REFERENCE.md §3.5), plus warm-up.
 
@@ -163,12 +200,23 @@ def get_lr_scheduler(learning_rate: float, lr_refactor_step: str, lr_refactor_ra
         Epochs of linear warm-up from 0 (0: off).
     num_workers : int
         Distributed workers sharing the epoch.
+    schedule : {'step', 'cosine'}
+        ``cosine``: :class:`WarmupCosineScheduler` from ``learning_rate`` to
+        ``learning_rate * COSINE_FINAL_FRACTION`` at ``end_epoch`` (``lr_refactor_step`` and
+        ``lr_refactor_ratio`` unused); the rate returned is the one at ``begin_epoch``.
+    end_epoch : int, optional
+        Last epoch of the run (needed by ``cosine``).
 
     Returns
     -------
     tuple of (float, mx.lr_scheduler.LRScheduler or None)
         The learning rate to start with and the scheduler (None when constant).
     """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule {schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "cosine":
+        return _cosine_scheduler(learning_rate, num_example, batch_size, begin_epoch,
+                                 warmup_epochs, num_workers, end_epoch)
     if not lr_refactor_ratio > 0:
         raise ValueError(f"--lr-factor {lr_refactor_ratio}: must be > 0 (>= 1 disables decay)")
     if warmup_epochs < 0:
@@ -206,6 +254,29 @@ def get_lr_scheduler(learning_rate: float, lr_refactor_step: str, lr_refactor_ra
             warmup_begin_lr=warmup_begin_lr)
         return lr, scheduler
     return lr, None
+
+
+def _cosine_scheduler(learning_rate: float, num_example: int, batch_size: int,
+                      begin_epoch: int, warmup_epochs: int, num_workers: int,
+                      end_epoch: int | None) -> tuple[float, WarmupCosineScheduler]:
+    if warmup_epochs < 0:
+        raise ValueError(f"--warmup-epochs {warmup_epochs}: must be >= 0")
+    if batch_size <= 0 or num_example <= 0:
+        raise ValueError(f"--batch-size {batch_size} / --num-example {num_example}: "
+                         f"both must be positive")
+    if end_epoch is None or end_epoch <= begin_epoch:
+        raise ValueError(f"--lr-schedule cosine needs --end-epoch ({end_epoch}) after the "
+                         f"first epoch ({begin_epoch})")
+    epoch_size = max(1, (num_example // max(1, num_workers)) // batch_size)
+    scheduler = WarmupCosineScheduler(learning_rate, epoch_size * end_epoch,
+                                      epoch_size * warmup_epochs,
+                                      learning_rate * COSINE_FINAL_FRACTION,
+                                      offset=epoch_size * begin_epoch)
+    lr = scheduler(0)
+    logger.info("Cosine LR over %d updates (warm-up %d) from %g to %g; %g at epoch %d",
+                scheduler.total_updates, scheduler.warmup_updates, learning_rate,
+                scheduler.final_lr, lr, begin_epoch)
+    return lr, scheduler
 
 
 def get_optimizer_params(optimizer: str, learning_rate: float, momentum: float,

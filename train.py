@@ -23,7 +23,8 @@ setup_threads()          # before importing mxnet; OMP_NUM_THREADS exported by t
 import mxnet as mx  # noqa: E402
 
 import fit  # noqa: E402
-from checkpoint import INTERRUPTED  # noqa: E402
+from checkpoint import INTERRUPTED, LAST, FileWriteError  # noqa: E402
+from dataset.record_check import add_bad_records_arg  # noqa: E402
 from detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
 from dataset.imdb import load_class_names  # noqa: E402
 
@@ -43,13 +44,13 @@ def cuda_available() -> bool:
 
 
 def _resume_value(value: str) -> int | str:
-    if value == INTERRUPTED:
+    if value in (INTERRUPTED, LAST):
         return value
     try:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--resume {value!r}: an epoch number or '{INTERRUPTED}'") from None
+            f"--resume {value!r}: an epoch number, '{LAST}' or '{INTERRUPTED}'") from None
 
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -101,6 +102,7 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     data.add_argument("--class-names", dest="class_names", type=str, default=VOC_CLASSES,
                       help="comma list of class names, or a file with one name per line; must "
                            "hold --num-class names (default: the 20 VOC classes)")
+    add_bad_records_arg(data)
 
     model = parser.add_argument_group("Model")
     model.add_argument("--network", type=str, default="vgg16_reduced",
@@ -108,8 +110,8 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
                             "(default: vgg16_reduced; 'tiny' for CPU tests)")
     model.add_argument("--resume", type=_resume_value, default=-1,
                        help="resume from epoch N of --prefix (weights, optimizer state, LR "
-                            "position), or 'interrupted' for the Ctrl-C checkpoint; -1 off "
-                            "(default: -1)")
+                            "position), 'last' for the newest complete epoch checkpoint, or "
+                            "'interrupted' for the Ctrl-C checkpoint; -1 off (default: -1)")
     model.add_argument("--finetune", type=int, default=-1,
                        help="finetune from epoch N of --prefix: parameters loaded with a "
                             "matching shape stay fixed except *pred* layers; -1 off (default: -1)")
@@ -133,6 +135,10 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
                        help="detections kept per image before NMS (default: 400)")
     model.add_argument("--force", dest="force_nms", action="store_true",
                        help="NMS across classes (default: off, per class)")
+    model.add_argument("--anchors", type=str, default="",
+                       help="anchor sizes/ratios: '' the preset's, 'fit' fitted to the training "
+                            "boxes (tools/anchors.py), or a JSON file of tools/anchors.py "
+                            "--output; evaluate.py/demo.py need the same file (default: '')")
     model.add_argument("--min-neg-samples", dest="min_neg_samples", type=int, default=0,
                        help="minimum mined negative anchors per image, also for images "
                             "without objects (default: 0)")
@@ -287,10 +293,7 @@ def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None
     if args.batch_size % len(ctx):
         raise ValueError(f"--batch-size {args.batch_size}: must be divisible by the "
                          f"{len(ctx)} devices")
-    num_example = args.num_example
-    if num_example is None:
-        from dataset.recordio_utils import count_records
-        num_example = count_records(args.train_path)
+    num_example = args.num_example     # None: train_net counts the records it reads
     return dict(
         net=args.network, train_path=args.train_path, num_classes=args.num_class,
         batch_size=args.batch_size, data_shape=args.data_shape,
@@ -312,7 +315,8 @@ def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None
         min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
         seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
         nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
-        argv=list(argv) if argv else None)
+        lr_schedule=args.lr_schedule, anchors=args.anchors,
+        argv=list(argv) if argv else None, bad_records=args.bad_records)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -339,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except NonFiniteError as err:
+    except (NonFiniteError, FileWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as stop:

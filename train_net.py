@@ -21,9 +21,12 @@ from config.runtime import set_log_rank, setup_logging
 from detection_module import NAN_POLICIES, DetectionModule
 from config.config import cfg, train_augmentation
 from dataset.iterator import DetRecordIter, measure_io
+from dataset.record_check import BAD_RECORD_POLICIES, select_records
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
+from symbol.anchors import coverage_lines, resolve_anchors
+from symbol.legacy import describe_pretrained
 from symbol.symbol_factory import get_symbol, get_symbol_train
 
 logger = logging.getLogger(__name__)
@@ -87,12 +90,13 @@ def resolve_label_width(train_path: str, val_path: str, label_pad_width: int,
     return label_pad_width
 
 
-def _load_param_file(path: str, flag: str, prefix: str) -> tuple[dict, dict]:
+def _load_param_file(path: str, flag: str, prefix: str, hint: str = "") -> tuple[dict, dict]:
+    """``arg_params, aux_params`` of a checkpoint; ``hint`` ends the not-found message."""
     if not os.path.isfile(path):
         epochs = checkpoint.list_checkpoint_epochs(prefix)
         have = ", ".join(str(e) for e in epochs) if epochs else "none"
         raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
-                                f"{prefix}: {have}")
+                                f"{prefix}: {have}" + (f". {hint}" if hint else ""))
     arg_params, aux_params = {}, {}
     for key, value in checkpoint.load_param_file(path, flag).items():
         kind, _, name = key.partition(":")
@@ -118,8 +122,8 @@ def _check_same_network(flag: str, path: str, arg_params: dict, aux_params: dict
                          f"use --finetune or --pretrained to start from another model")
 
 
-def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: str
-                     ) -> tuple[dict, list[str], list[str]]:
+def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: str,
+                     hint: str = "") -> tuple[dict, list[str], list[str]]:
     """Keep parameters whose name and shape match; returns (kept, skipped, unused)."""
     kept, skipped, unused = {}, [], []
     for name, value in params.items():
@@ -132,7 +136,7 @@ def _filter_by_shape(flag: str, path: str, params: dict, shapes: dict, network: 
     if params and not kept and not any(s.split(" ")[0] in shapes for s in skipped):
         raise ValueError(f"{flag}: {path} shares no parameter name with network {network} "
                          f"(it holds e.g. {sorted(params)[:3]}): a checkpoint of another "
-                         f"network? Pass the matching --network")
+                         f"network? Pass the matching --network" + (f". {hint}" if hint else ""))
     return kept, skipped, unused
 
 
@@ -171,10 +175,12 @@ def _load_params(net: str, prefix: str, resume: int | str, finetune: int, pretra
         else:
             flag, load_prefix, load_epoch = f"--pretrained {pretrained}", pretrained, epoch
         path = checkpoint.checkpoint_path(load_prefix, load_epoch, "params")
-        args, auxs = _load_param_file(path, flag, load_prefix)
+        # a pretrained file: say what it is and where the original documented it
+        hint = describe_pretrained(net, path) if finetune < 0 else ""
+        args, auxs = _load_param_file(path, flag, load_prefix, hint)
         args = convert_pretrained(load_prefix, args)
-        args, skipped_a, unused_a = _filter_by_shape(flag, path, args, arg_shapes, net)
-        auxs, skipped_x, unused_x = _filter_by_shape(flag, path, auxs, aux_shapes, net)
+        args, skipped_a, unused_a = _filter_by_shape(flag, path, args, arg_shapes, net, hint)
+        auxs, skipped_x, unused_x = _filter_by_shape(flag, path, auxs, aux_shapes, net, hint)
         missing = sorted(set(arg_shapes) - set(args)) + sorted(set(aux_shapes) - set(auxs))
         logger.info("%s: loaded %d parameters from %s", flag, len(args) + len(auxs), path)
         if skipped_a or skipped_x:
@@ -279,6 +285,45 @@ def _equalize_shards(train_iter: mx.io.DataIter, kv_type: str, num_example: int,
     return mx.io.ResizeIter(train_iter, epoch_size)
 
 
+def _anchor_overrides(anchors: str, net: str, side: int, train_path: str, rank: int) -> dict:
+    """``--anchors`` as config overrides; logs the anchor coverage of the training boxes."""
+    overrides = resolve_anchors(anchors, net, side, train_path)
+    if overrides:
+        logger.info("Anchors (--anchors %s): sizes %s, ratios %s", anchors,
+                    overrides["sizes"], overrides["ratios"])
+    if rank == 0:
+        try:
+            lines = coverage_lines(train_path, net, side, overrides)
+        except ValueError as err:       # a report only: never the reason a run stops
+            lines = [f"Anchor coverage not computed: {err}"]
+        for line in lines:
+            logger.info("%s", line)
+    return overrides
+
+
+def _last_epoch(prefix: str) -> int:
+    """``--resume last``: the newest complete epoch checkpoint of ``prefix``."""
+    last = checkpoint.last_complete_epoch(prefix)
+    if last is None:
+        raise FileNotFoundError(f"--resume {checkpoint.LAST}: no complete checkpoint under "
+                                f"{prefix} ({prefix}-NNNN.params with its .json card); start "
+                                f"without --resume")
+    logger.info("--resume %s: epoch %d is the newest complete checkpoint", checkpoint.LAST, last)
+    return last
+
+
+def _bad_record_counts(policy: str, *selections: Any) -> dict:
+    """Card entry: the records ``--bad-records skip`` leaves out of every epoch, per file."""
+    counts: dict[str, Any] = {"policy": policy}
+    for role, selection in zip(("train", "validation"), selections):
+        if selection is not None:
+            counts[role] = {"file": selection.report.rec_path,
+                            "skipped_per_epoch": len(selection.skipped),
+                            "records": [{"position": b.position, "key": b.key,
+                                         "reason": b.reason} for b in selection.skipped]}
+    return counts
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -304,7 +349,9 @@ def train_net(net, train_path, num_classes, batch_size,
               min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
               nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
-              argv: Sequence[str] | None = None) -> DetectionModule | None:
+              lr_schedule: str = "step", anchors: str = "",
+              argv: Sequence[str] | None = None,
+              bad_records: str = "stop") -> DetectionModule | None:
     """Train an SSD detector (the original ``train_net`` plus the options after ``*``).
 
     Parameters
@@ -322,8 +369,8 @@ def train_net(net, train_path, num_classes, batch_size,
     mean_pixels : sequence of 3 floats
         RGB mean subtracted.
     resume : int or str
-        Continue from ``{prefix}-%04d`` (weights, optimizer state, LR position), or
-        ``'interrupted'``; -1 off.
+        Continue from ``{prefix}-%04d`` (weights, optimizer state, LR position),
+        ``'interrupted'``, or ``'last'`` (the newest complete epoch checkpoint); -1 off.
     finetune : int
         Start from epoch N of the same prefix, training only the new / ``pred`` parameters;
         -1 off.
@@ -383,8 +430,18 @@ def train_net(net, train_path, num_classes, batch_size,
     augment : str
         Training augmentation: ``ssd`` (the original's), ``light`` or ``none``
         (``config.config.train_augmentation``).
+    lr_schedule : str
+        ``step`` (``lr_refactor_step`` / ``lr_refactor_ratio``) or ``cosine`` to ``end_epoch``
+        (``fit.get_lr_scheduler``).
+    anchors : str
+        ``''`` (the preset's), ``fit`` (fitted to the training boxes) or a JSON file of
+        ``tools/anchors.py --output`` (``symbol.anchors.resolve_anchors``); the anchor
+        coverage of the training boxes is logged either way.
     argv : sequence of str, optional
         Command line (for the resume hint after an interrupt).
+    bad_records : str
+        ``stop`` (error naming the file and record) or ``skip`` (train without them, logged
+        once, counted in the checkpoint card): see ``dataset/record_check.py``.
 
     Returns
     -------
@@ -405,6 +462,8 @@ def train_net(net, train_path, num_classes, batch_size,
         raise ValueError(f"--mean-r/-g/-b: need 3 values, got {mean_pixels}")
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"--nan-policy {nan_policy!r}: choose one of {NAN_POLICIES}")
+    if bad_records not in BAD_RECORD_POLICIES:
+        raise ValueError(f"--bad-records {bad_records!r}: choose one of {BAD_RECORD_POLICIES}")
     prefix = get_prefix(prefix, net, data_shape)
     _ensure_writable_folder(prefix)
 
@@ -417,9 +476,19 @@ def train_net(net, train_path, num_classes, batch_size,
                     rank, num_workers, kv.type)
     logger.info("Threads: OMP_NUM_THREADS=%s; contexts %s", os.environ.get("OMP_NUM_THREADS"),
                 ", ".join(str(c) for c in ctx))
+    # one writer per prefix: a second run refuses now; the kernel frees the lock of a dead run
+    lock = checkpoint.PrefixLock(prefix).acquire() if rank == 0 and not test_io else None
+    if lock is not None:
+        checkpoint.remove_stale_temporaries(prefix)
+    if resume == checkpoint.LAST:
+        resume = _last_epoch(prefix)
     _seed_everything(seed)
 
-    # 1. iterators
+    # 1. iterators: bad records are found (and left out with skip) before MXNet reads them
+    train_records = select_records(train_path, bad_records, "--train-path")
+    val_records = select_records(val_path, bad_records, "--val-path") if val_path else None
+    train_path = train_records.path
+    val_path = val_records.path if val_records else val_path
     label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
     if train_list:        # the list decides which images are read
         check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
@@ -447,14 +516,15 @@ def train_net(net, train_path, num_classes, batch_size,
     # 2. symbols: train without NMS, save with det_out, validate with the inference graph
     force = bool(force_suppress or force_nms)
     side = data_shape[1]
+    anchor_overrides = _anchor_overrides(anchors, net, side, train_path, rank)
     train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                  force_suppress=force, nms_topk=nms_topk, with_det=False,
-                                 minimum_negative_samples=min_neg_samples)
+                                 minimum_negative_samples=min_neg_samples, **anchor_overrides)
     save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                 force_suppress=force, nms_topk=nms_topk, with_det=True,
-                                minimum_negative_samples=min_neg_samples)
+                                minimum_negative_samples=min_neg_samples, **anchor_overrides)
     infer_sym = get_symbol(net, side, num_classes, nms_thresh=nms_thresh, force_suppress=force,
-                           nms_topk=nms_topk)
+                           nms_topk=nms_topk, **anchor_overrides)
     shapes = dict(train_iter.provide_data + train_iter.provide_label)
     arg_shapes, _, aux_shapes = train_sym.infer_shape(**shapes)
     arg_shapes = {n: tuple(s) for n, s in zip(train_sym.list_arguments(), arg_shapes)
@@ -473,11 +543,14 @@ def train_net(net, train_path, num_classes, batch_size,
     lr, lr_scheduler = fit.get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
                                             num_example, batch_size, begin_epoch,
                                             warmup_epochs=warmup_epochs,
-                                            num_workers=num_workers)
+                                            num_workers=num_workers, schedule=lr_schedule,
+                                            end_epoch=end_epoch)
     optimizer_params = fit.get_optimizer_params(optimizer, lr, momentum, weight_decay,
                                                 lr_scheduler, len(ctx), num_workers)
     logger.info("Optimizer %s: lr %g, schedule %s, rescale_grad %g", optimizer,
-                optimizer_params["learning_rate"], lr_refactor_step if lr_scheduler else "none",
+                optimizer_params["learning_rate"],
+                (lr_refactor_step if lr_schedule == "step" else lr_schedule)
+                if lr_scheduler else "none",
                 optimizer_params["rescale_grad"])
     monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
     metric_cls = VOC07MApMetric if voc07_metric else MApMetric
@@ -490,14 +563,20 @@ def train_net(net, train_path, num_classes, batch_size,
     card_base = {"network": net, "data_shape": side, "num_classes": num_classes,
                  "class_names": _jsonable(class_names), "seed": seed, "prefix": prefix,
                  "label_width": label_width, "num_workers": num_workers,
-                 "arguments": call_args}
-    return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
-                   begin_epoch=begin_epoch, end_epoch=end_epoch,
-                   arg_params=loaded["arg_params"], aux_params=loaded["aux_params"],
-                   fixed_param_names=fixed, eval_metric=MultiBoxMetric(),
-                   valid_metric=valid_metric, optimizer=optimizer,
-                   optimizer_params=optimizer_params, save_symbol=save_sym,
-                   infer_symbol=infer_sym, kvstore=kv, frequent=frequent, monitor=monitor,
-                   save_period=save_period, nan_policy=nan_policy,
-                   states_path=loaded["states_path"], card_base=card_base, argv=argv,
-                   tensorboard=tensorboard, describe_validation=describe)
+                 "anchors": anchor_overrides or None,
+                 "arguments": call_args,
+                 "bad_records": _bad_record_counts(bad_records, train_records, val_records)}
+    try:
+        return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
+                       begin_epoch=begin_epoch, end_epoch=end_epoch,
+                       arg_params=loaded["arg_params"], aux_params=loaded["aux_params"],
+                       fixed_param_names=fixed, eval_metric=MultiBoxMetric(),
+                       valid_metric=valid_metric, optimizer=optimizer,
+                       optimizer_params=optimizer_params, save_symbol=save_sym,
+                       infer_symbol=infer_sym, kvstore=kv, frequent=frequent, monitor=monitor,
+                       save_period=save_period, nan_policy=nan_policy,
+                       states_path=loaded["states_path"], card_base=card_base, argv=argv,
+                       tensorboard=tensorboard, describe_validation=describe)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -65,6 +65,15 @@ def _build_light() -> dict:
     return light
 
 
+def _build_photo() -> dict:
+    """For real photographs and long schedules: the original's five crop samplers, zoom-out <= 2x."""
+    photo = dict(cfg.train)
+    photo.update(config_as_dict({
+        "rand_pad": RandPadder(rand_pad_prob=0.5, max_pad_scale=2.0, fill_value=127),
+    }))
+    return photo
+
+
 def _build_none() -> dict:
     """Mirror only (and the shuffle of training)."""
     plain = dict(cfg.valid)
@@ -88,7 +97,7 @@ def _build_valid() -> dict:
 
 cfg = DotDict(train=_build_train(), valid=_build_valid())
 
-AUGMENTATIONS = ("ssd", "light", "none")
+AUGMENTATIONS = ("ssd", "light", "photo", "none")
 
 
 def train_augmentation(name: str = "ssd") -> dict:
@@ -106,7 +115,8 @@ def train_augmentation(name: str = "ssd") -> dict:
     dict
         A fresh copy, ready for ``DetRecordIter(..., **kwargs)``.
     """
-    builders = {"ssd": lambda: dict(cfg.train), "light": _build_light, "none": _build_none}
+    builders = {"ssd": lambda: dict(cfg.train), "light": _build_light, "photo": _build_photo,
+                "none": _build_none}
     if name not in builders:
         raise ValueError(f"--augment {name!r}: choose one of {', '.join(AUGMENTATIONS)}")
     return builders[name]()

@@ -32,6 +32,8 @@ class CheckReport:
     dropped_boxes: int = 0
     ignored_unknown: int = 0
     empty_images: list[str] = field(default_factory=list)
+    skipped_images: list[tuple[str, str]] = field(default_factory=list)   # (path, why)
+    notes_by_kind: Counter = field(default_factory=Counter)   # photo fixes applied, by kind
     messages: list[str] = field(default_factory=list)
 
     def note(self, message: str) -> None:
@@ -39,13 +41,44 @@ class CheckReport:
         self.messages.append(message)
         logger.debug(message)
 
+    def skip(self, path: str, reason: str) -> None:
+        """Record an image left out of the list, and why (also logged as a warning)."""
+        self.skipped_images.append((path, reason))
+        logger.warning("%s skipped: %s", path, reason)
+
+    def fixed(self, kind: str, message: str) -> None:
+        """Record a quirk of a photo or annotation that was read correctly anyway."""
+        self.notes_by_kind[kind] += 1
+        self.note(message)
+
     def merge(self, other: "CheckReport") -> None:
         """Add the counts of ``other`` to this report."""
         self.clipped_boxes += other.clipped_boxes
         self.dropped_boxes += other.dropped_boxes
         self.ignored_unknown += other.ignored_unknown
         self.empty_images.extend(other.empty_images)
+        self.skipped_images.extend(other.skipped_images)
+        self.notes_by_kind.update(other.notes_by_kind)
         self.messages.extend(other.messages)
+
+
+class SkippedImage(ValueError):
+    """An image that cannot be used as annotated; the message says why (a reader skips it)."""
+
+
+# Upper edges of the box-size histogram bins: sqrt(box area) as a fraction of the image side
+BOX_SIZE_BINS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def box_size_histogram(labels: list[np.ndarray]) -> dict[str, int]:
+    """Boxes per size bin, size = sqrt(normalised box area) (fraction of the image side)."""
+    rows = [lb[:, 1:5] for lb in labels if lb.size]
+    boxes = np.concatenate(rows) if rows else np.zeros((0, 4))
+    sizes = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None)
+                    * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
+    edges = (0.0,) + BOX_SIZE_BINS
+    counts = np.histogram(sizes, bins=edges)[0]
+    return {f"{lo:g}-{hi:g}": int(c) for lo, hi, c in zip(edges, edges[1:], counts)}
 
 
 def check_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float,
@@ -218,6 +251,9 @@ class Imdb:
             "dropped_boxes": self.report.dropped_boxes,
             "ignored_unknown": self.report.ignored_unknown,
             "empty_images": len(self.report.empty_images),
+            "box_size_histogram": box_size_histogram(self.labels),
+            "skipped_images": [list(item) for item in self.report.skipped_images],
+            "fixes": dict(self.report.notes_by_kind),
         }
 
 

@@ -18,10 +18,13 @@ from typing import Any
 
 import mxnet as mx
 
+from dataset.record_check import BadRecordError
 from dataset.recordio_utils import LabelStats, count_records, read_lst, scan_labels
 
 logger = logging.getLogger(__name__)
 
+# words of MXNet's C++ errors while reading records (not of an invalid argument)
+_READ_FAILURES = ("threadediter", "recordio", "RecordIO", "OpenCV", "image_det", "label")
 _CPP_HEADER = 4  # ImageDetRecordIter prepends [channels, rows, cols, raw_len] to every label
 
 
@@ -133,10 +136,27 @@ class DetRecordIter(mx.io.DataIter):
         end = total * (part_index + 1) // num_parts
         return end - start
 
+    def _read_failure(self, err: mx.base.MXNetError) -> BadRecordError:
+        """The C++ reader failed (a bad record): one line naming the file, no C++ traceback.
+
+        The last line of defence: train.py and evaluate.py check the records in Python first
+        (``dataset/record_check.py``), so this is reached only by unchecked files.
+        """
+        path = self._cpp_kwargs["path_imgrec"]
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        return BadRecordError(f"{path}: MXNet's ImageDetRecordIter failed reading it "
+                              f"({lines[-1] if lines else 'no message'}); list its bad records "
+                              f"with python tools/prepare_dataset.py --check-rec {path}")
+
     def _make_iter(self) -> mx.io.DataIter:
         kwargs = dict(self._cpp_kwargs, seed=self.seed + self.epoch)
         kwargs.setdefault("verbose", False)
-        return mx.io.ImageDetRecordIter(**kwargs)
+        try:
+            return mx.io.ImageDetRecordIter(**kwargs)   # reads the first batch already
+        except mx.base.MXNetError as err:
+            if not any(word in str(err) for word in _READ_FAILURES):
+                raise                                     # a bad argument, not a bad record
+            raise self._read_failure(err) from None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -154,7 +174,10 @@ class DetRecordIter(mx.io.DataIter):
 
     def next(self) -> mx.io.DataBatch:
         """Next batch; ``pad`` counts wrapped images of the last batch."""
-        batch = self._iter.next()  # raises StopIteration at the end of the pass
+        try:
+            batch = self._iter.next()  # raises StopIteration at the end of the pass
+        except mx.base.MXNetError as err:
+            raise self._read_failure(err) from None
         label = batch.label[0]
         if label.shape[1] < self.label_start + self.object_width:
             raise RuntimeError(f"invalid ImageDetRecordIter label of shape {label.shape}")

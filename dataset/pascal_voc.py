@@ -4,6 +4,15 @@ Boxes in the XML are 1-based inclusive pixel indices; a box covering pixels ``xm
 spans ``[xmin - 1, xmax]`` in continuous coordinates, so the normalised label is
 ``((xmin - 1) / width, (ymin - 1) / height, xmax / width, ymax / height)``. (The original
 example divided ``xmin`` by the width without the ``- 1``: a one-pixel shift to the right.)
+
+Photos annotated with LabelImg (``dataset/image_info.py``): ``<path>`` / ``<filename>`` and
+``verified=`` are ignored (the image is ``JPEGImages/<id>`` with the first existing extension of
+``.jpg .jpeg .png .bmp``). With the image's header at hand the ``<size>`` is checked against the
+file: missing or zero sizes take the file's; a size with the same aspect ratio but other pixels
+(the photo was resized after labelling) normalises by the XML size; a size that is the EXIF-turned
+shape of the photo (width and height swapped, orientation 5-8) means the boxes were drawn on the
+turned photo and are mapped to the stored pixels; any other size, or a truncated JPEG, skips the
+image with the reason in the ``prepare_dataset`` summary.
 """
 from __future__ import annotations
 
@@ -13,7 +22,9 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from dataset.imdb import CheckReport, Imdb, check_box, load_class_names
+from dataset.image_info import (SWAPPING_ORIENTATIONS, ImageInfo, boxes_to_stored, find_image,
+                                read_image_info)
+from dataset.imdb import CheckReport, Imdb, SkippedImage, check_box, load_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -21,17 +32,66 @@ VOC_NAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "names
                               "pascal_voc.names")
 
 
+# two aspect ratios closer than this are "the same" (rounding of a resized photo)
+_ASPECT_TOLERANCE = 0.02
+
+
+def _reconcile_size(xml_path: str, xml_size: tuple[float, float] | None, image: ImageInfo,
+                    report: CheckReport) -> tuple[float, float, int]:
+    """(width, height) to normalise the XML's pixels by, and the orientation to undo (1: none).
+
+    Raises SkippedImage when the XML size cannot describe this image.
+    """
+    stored = (float(image.width), float(image.height))
+    if xml_size is None:
+        report.fixed("size_from_image", f"{xml_path}: no usable <size>, took the image's "
+                     f"{image.width}x{image.height}")
+        return stored[0], stored[1], 1
+    if xml_size == stored:
+        return stored[0], stored[1], 1
+    shown = tuple(float(v) for v in image.shown_size)
+    if image.orientation in SWAPPING_ORIENTATIONS and xml_size == shown:
+        report.fixed("exif_turned", f"{xml_path}: boxes drawn on the EXIF-turned photo "
+                     f"(orientation {image.orientation}), mapped to the stored pixels")
+        return shown[0], shown[1], image.orientation
+    stored_aspect = stored[0] / stored[1]
+    if abs(xml_size[0] / xml_size[1] - stored_aspect) <= _ASPECT_TOLERANCE * stored_aspect:
+        report.fixed("resized", f"{xml_path}: <size> {xml_size[0]:g}x{xml_size[1]:g} but the image "
+                     f"is {image.width}x{image.height} (same aspect: resized after labelling), "
+                     "boxes scaled")
+        return xml_size[0], xml_size[1], 1
+    raise SkippedImage(f"<size> {xml_size[0]:g}x{xml_size[1]:g} in {xml_path} matches neither "
+                       f"the image's {image.width}x{image.height} nor its EXIF-turned size")
+
+
 def parse_voc_xml(xml_path: str, classes: list[str], report: CheckReport,
-                  ignore_unknown: bool = False) -> np.ndarray:
+                  ignore_unknown: bool = False, image: ImageInfo | None = None) -> np.ndarray:
     """Read one VOC annotation file into a float32 (N, 6) normalised label.
+
+    Parameters
+    ----------
+    xml_path : str
+        The annotation file.
+    classes : list of str
+        Class names; a row's class id is the name's position.
+    report : CheckReport
+        Counts clipped/dropped boxes and the quirks fixed.
+    ignore_unknown : bool
+        Skip objects of unknown classes instead of raising.
+    image : ImageInfo, optional
+        Header facts of the image (``dataset.image_info.read_image_info``): the XML ``<size>``
+        is then checked against the file (module docstring) and boxes refer to its stored
+        pixels. Without it the XML ``<size>`` is trusted.
 
     Raises
     ------
     FileNotFoundError
         The file is missing.
     ValueError
-        The file is empty or not VOC XML, lacks ``size``, or names a class not in
-        ``classes`` (unless ``ignore_unknown``).
+        The file is empty or not VOC XML, lacks ``size`` (and no ``image`` is given), or names
+        a class not in ``classes`` (unless ``ignore_unknown``).
+    SkippedImage
+        The XML size cannot describe ``image`` (a ValueError the reader turns into a skip).
     """
     if not os.path.isfile(xml_path):
         raise FileNotFoundError(f"annotation file {xml_path} does not exist")
@@ -46,9 +106,16 @@ def parse_voc_xml(xml_path: str, classes: list[str], report: CheckReport,
         width = float(size.find("width").text)
         height = float(size.find("height").text)
     except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"annotation file {xml_path}: missing or invalid <size><width>/<height>") from None
-    if width <= 0 or height <= 0:
+        if image is None:
+            raise ValueError(f"annotation file {xml_path}: missing or invalid "
+                             "<size><width>/<height>") from None
+        width = height = 0.0
+    if (width <= 0 or height <= 0) and image is None:
         raise ValueError(f"annotation file {xml_path}: image size {width:g}x{height:g} is not positive")
+    orientation = 1
+    if image is not None:
+        xml_size = (width, height) if width > 0 and height > 0 else None
+        width, height, orientation = _reconcile_size(xml_path, xml_size, image, report)
     rows = []
     for k, obj in enumerate(root.findall("object")):
         where = f"{xml_path}, object {k}"
@@ -74,7 +141,10 @@ def parse_voc_xml(xml_path: str, classes: list[str], report: CheckReport,
         if box is None:
             continue
         rows.append([classes.index(name), *box, difficult])
-    return np.array(rows, dtype=np.float32).reshape(-1, 6)
+    label = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    if orientation != 1 and len(label):
+        label[:, 1:5] = boxes_to_stored(label[:, 1:5], orientation)
+    return label.astype(np.float32)
 
 
 class PascalVoc(Imdb):
@@ -115,9 +185,35 @@ class PascalVoc(Imdb):
         if shuffle:
             order = np.random.default_rng(seed).permutation(len(self.image_set_index))
             self.image_set_index = [self.image_set_index[i] for i in order]
+        self._image_paths = {i: find_image(os.path.join(self.data_path, "JPEGImages"), i)
+                             for i in self.image_set_index}
         if is_train:
-            self.labels = [parse_voc_xml(self._annotation_path(i), self.classes, self.report,
-                                         ignore_unknown) for i in self.image_set_index]
+            self._load_labels(ignore_unknown)
+
+    def _load_labels(self, ignore_unknown: bool) -> None:
+        """Parse every annotation against its image; skipped images leave the index."""
+        kept, labels = [], []
+        for image_id in self.image_set_index:
+            path = self._image_paths[image_id]
+            try:
+                image = read_image_info(path)
+            except (FileNotFoundError, ValueError):
+                image = None     # Imdb.check_images names the missing or broken file
+            if image is not None and (image.mode != "RGB" or image.format != "JPEG"):
+                self.report.fixed(f"{image.format} {image.mode} image(s) decoded as 3-channel "
+                                  "colour", f"{path}: {image.format} {image.mode} image")
+            try:
+                if image is not None and image.truncated:
+                    raise SkippedImage("truncated JPEG (no end-of-image marker): its bottom "
+                                       "rows would decode grey")
+                label = parse_voc_xml(self._annotation_path(image_id), self.classes,
+                                      self.report, ignore_unknown, image=image)
+            except SkippedImage as why:
+                self.report.skip(path, str(why))
+                continue
+            kept.append(image_id)
+            labels.append(label)
+        self.image_set_index, self.labels = kept, labels
 
     def _load_image_set_index(self) -> list[str]:
         path = os.path.join(self.data_path, "ImageSets", "Main", self.image_set + ".txt")
@@ -136,5 +232,5 @@ class PascalVoc(Imdb):
         return os.path.join(self.data_path, "Annotations", image_id + ".xml")
 
     def image_path_from_index(self, index: int) -> str:
-        """Path of the JPEG of image ``index``."""
-        return os.path.join(self.data_path, "JPEGImages", self.image_set_index[index] + ".jpg")
+        """Path of the image of ``index`` (``JPEGImages/<id>.jpg``, or .jpeg/.png/.bmp)."""
+        return self._image_paths[self.image_set_index[index]]

@@ -34,7 +34,8 @@ class LabelStats:
         return self.header_width + self.object_width * self.max_objects
 
 
-def _check_rec(rec_path: str) -> str:
+def check_rec(rec_path: str) -> str:
+    """Path of the ``.idx`` of ``rec_path``; clear errors for a missing or empty ``.rec``."""
     if not os.path.isfile(rec_path):
         raise FileNotFoundError(f"record file {rec_path} does not exist")
     if os.path.getsize(rec_path) == 0:
@@ -72,7 +73,7 @@ def read_idx(idx_path: str) -> list[tuple[int, int]]:
 
 def count_records(rec_path: str) -> int:
     """Number of records of ``rec_path``, from its ``.idx``."""
-    return len(read_idx(_check_rec(rec_path)))
+    return len(read_idx(check_rec(rec_path)))
 
 
 def _read_label(f, rec_path: str, file_size: int, key: int, offset: int) -> np.ndarray:
@@ -113,7 +114,7 @@ def scan_labels(rec_path: str) -> LabelStats:
         Empty file, index not matching, truncated or corrupt record, bad label layout, or
         records with different object widths.
     """
-    idx_path = _check_rec(rec_path)
+    idx_path = check_rec(rec_path)
     entries = read_idx(idx_path)
     if not entries:
         raise ValueError(f"index file {idx_path} is empty")
@@ -136,6 +137,29 @@ def scan_labels(rec_path: str) -> LabelStats:
     return LabelStats(num_images=len(entries), header_width=2, object_width=widths.pop(),
                       max_objects=max_objects, num_objects=num_objects,
                       class_counts=dict(sorted(counts.items())))
+
+
+def read_labels(rec_path: str) -> list[np.ndarray]:
+    """Every record's objects (not the images), in ``.idx`` order.
+
+    Returns
+    -------
+    list of np.ndarray
+        One float32 ``(num_objects, W)`` array per record, rows ``[cls, x1, y1, x2, y2(,
+        difficult)]`` normalised to [0, 1]; padding rows (class < 0) removed.
+    """
+    idx_path = check_rec(rec_path)
+    entries = read_idx(idx_path)
+    if not entries:
+        raise ValueError(f"index file {idx_path} is empty")
+    file_size = os.path.getsize(rec_path)
+    labels = []
+    with open(rec_path, "rb") as f:
+        for key, offset in entries:
+            label = _read_label(f, rec_path, file_size, key, offset)
+            objects = label[2:].reshape(-1, int(label[1]))  # (len-2,) -> (N, W)
+            labels.append(objects[objects[:, 0] >= 0].astype(np.float32))
+    return labels
 
 
 def label_pad_width(stats_list: list[LabelStats]) -> int:

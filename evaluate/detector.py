@@ -14,6 +14,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from checkpoint import load_symbol_file
 from evaluate.evaluate_net import check_params, load_params, parse_data_shape
 
 
@@ -79,13 +80,7 @@ class Detector:
         self.batch_size = int(batch_size)
         self.ctx = ctx or mx.cpu()
         if symbol is None:
-            path = f"{model_prefix}-symbol.json"
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"--deploy: symbol file {path} not found (run deploy.py)")
-            symbol = mx.sym.load(path)
-            if "label" in symbol.list_arguments():
-                raise ValueError(f"--deploy: {path} is a training graph (it takes 'label'); "
-                                 "run deploy.py first or drop --deploy")
+            symbol = load_symbol_file(f"{model_prefix}-symbol.json", "--deploy")
         if arg_params is None:
             arg_params, aux_params = load_params(model_prefix, epoch)
         aux_params = aux_params or {}

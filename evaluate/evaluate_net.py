@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from checkpoint import load_param_file
+from checkpoint import atomic_write, load_param_file, load_symbol_file
 
 logger = logging.getLogger(__name__)
 
@@ -230,21 +230,34 @@ def build_metric(num_classes: int, class_names: Sequence[str] | None, ovp_thresh
 
 def load_inference_symbol(network: str, data_shape: tuple[int, int], num_classes: int,
                           model_prefix: str, nms_thresh: float, force_nms: bool, nms_topk: int,
-                          deploy_net: bool) -> mx.sym.Symbol:
-    """The detection graph: rebuilt from the preset, or the checkpoint's own with ``deploy_net``."""
+                          deploy_net: bool, anchors: dict | None = None) -> mx.sym.Symbol:
+    """The detection graph: rebuilt from the preset, or the checkpoint's own with ``deploy_net``.
+
+    ``anchors``: ``sizes`` / ``ratios`` overrides of the preset (``train.py --anchors``).
+    """
     if deploy_net:
-        path = f"{model_prefix}-symbol.json"
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--deploy: symbol file {path} not found (run deploy.py)")
-        symbol = mx.sym.load(path)
-        if "label" in symbol.list_arguments():
-            raise ValueError(f"--deploy: {path} is a training graph (it takes 'label'); "
-                             f"run deploy.py to write the inference graph, or drop --deploy")
-        return symbol
+        return load_symbol_file(f"{model_prefix}-symbol.json", "--deploy")
     from symbol.symbol_factory import get_symbol
     side = data_shape[0] if data_shape[0] == data_shape[1] else data_shape
     return get_symbol(network, side, num_classes, nms_thresh=nms_thresh,
-                      force_suppress=force_nms, nms_topk=nms_topk)
+                      force_suppress=force_nms, nms_topk=nms_topk, **(anchors or {}))
+
+
+def _fit_batch_size(batch_size: int, path_imgrec: str, path_imglist: str,
+                    num_devices: int) -> int:
+    """``batch_size``, lowered to the number of images scored when it is larger.
+
+    MXNet's record iterator fails in C++ on a batch larger than its record; evaluating a
+    small validation set with the original README's ``--batch-size 128`` should just work.
+    """
+    from dataset.recordio_utils import count_records, read_lst
+    num_images = len(read_lst(path_imglist)) if path_imglist else count_records(path_imgrec)
+    if batch_size <= num_images:
+        return batch_size
+    fitted = max(num_devices, num_images - num_images % num_devices)
+    logger.info("--batch-size %d is larger than the %d images of %s: using %d", batch_size,
+                num_images, path_imglist or path_imgrec, fitted)
+    return fitted
 
 
 def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | None,
@@ -254,7 +267,8 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
                  ovp_thresh: float = 0.5, use_difficult: bool = False,
                  class_names: Sequence[str] | None = None, voc07_metric: bool = False,
                  deploy_net: bool = False, metric: str = "voc", output_dir: str | None = None,
-                 nms_topk: int = 400, progress: bool = True) -> dict:
+                 nms_topk: int = 400, progress: bool = True,
+                 anchors: dict | None = None) -> dict:
     """Evaluate a checkpoint on a record file.
 
     Parameters
@@ -312,11 +326,12 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         raise FileNotFoundError(f"--rec-path {path_imgrec} not found")
     height, width = parse_data_shape(data_shape)
     contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
+    batch_size = _fit_batch_size(batch_size, path_imgrec, path_imglist, len(contexts))
     voc_metric = build_metric(num_classes, class_names, ovp_thresh, use_difficult, voc07_metric)
     names = voc_metric.class_names
 
     symbol = load_inference_symbol(net, (height, width), num_classes, model_prefix, nms_thresh,
-                                   force_nms, nms_topk, deploy_net)
+                                   force_nms, nms_topk, deploy_net, anchors)
     arg_params, aux_params = load_params(model_prefix, epoch)
     what = "the deploy graph" if deploy_net else f"network {net!r} with --num-class {num_classes}"
     check_params(symbol, arg_params, aux_params, (batch_size, 3, height, width), what)
@@ -409,13 +424,19 @@ def format_results(results: dict) -> str:
 
 
 def write_outputs(results: dict, voc_metric: MApMetric, output_dir: str) -> list[str]:
-    """Write ``results.json`` and ``pr_curves.png`` (one curve per evaluated class)."""
+    """Write ``results.json`` and ``pr_curves.png`` (one curve per evaluated class).
+
+    Each file is written under a temporary name and renamed; a failed write (disk full, file
+    size limit) raises ``checkpoint.FileWriteError`` naming the file, the previous file kept.
+    """
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, "results.json")
-    tmp_path = json_path + ".tmp"
-    with open(tmp_path, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(tmp_path, json_path)
+
+    def write_json(tmp_path: str) -> None:
+        with open(tmp_path, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+
+    atomic_write(json_path, write_json)
 
     import matplotlib
     matplotlib.use("Agg")
@@ -443,6 +464,8 @@ def write_outputs(results: dict, voc_metric: MApMetric, output_dir: str) -> list
     ax.legend(fontsize=7, loc="lower left")
     fig.text(0.01, 0.005, results["protocol"], fontsize=6)
     png_path = os.path.join(output_dir, "pr_curves.png")
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(png_path, lambda tmp_path: fig.savefig(tmp_path, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return [json_path, png_path]

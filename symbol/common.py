@@ -46,7 +46,8 @@ def conv_act_layer(from_layer: mx.sym.Symbol, name: str, num_filter: int,
 
 def multi_layer_feature(body: mx.sym.Symbol, from_layers: Sequence[str],
                         num_filters: Sequence[int], strides: Sequence[int],
-                        pads: Sequence[int], min_filter: int = 128) -> list[mx.sym.Symbol]:
+                        pads: Sequence[int], min_filter: int = 128,
+                        extra_batchnorm: bool = False) -> list[mx.sym.Symbol]:
     """Take feature layers from ``body`` by name and append the extra SSD layers.
 
     Entry ``k`` with ``from_layers[k] == ''`` appends ``multi_feat_{k}_conv_1x1``
@@ -63,6 +64,9 @@ def multi_layer_feature(body: mx.sym.Symbol, from_layers: Sequence[str],
         Per entry; ignored (-1) for layers taken from the body.
     min_filter : int
         Minimum width of the 1x1 bottleneck convolution.
+    extra_batchnorm : bool
+        BatchNorm (``multi_feat_{k}_conv_1x1_bn`` ...) after each extra convolution (the
+        original has none; ``tiny_photo`` uses it to train from scratch).
 
     Returns
     -------
@@ -82,9 +86,11 @@ def multi_layer_feature(body: mx.sym.Symbol, from_layers: Sequence[str],
             layers.append(internals[key])
             continue
         num_1x1 = max(min_filter, num_filter // 2)
-        conv_1x1 = conv_act_layer(layers[-1], f"multi_feat_{k}_conv_1x1", num_1x1)
+        conv_1x1 = conv_act_layer(layers[-1], f"multi_feat_{k}_conv_1x1", num_1x1,
+                                  use_batchnorm=extra_batchnorm)
         conv_3x3 = conv_act_layer(conv_1x1, f"multi_feat_{k}_conv_3x3", num_filter,
-                                  kernel=(3, 3), pad=(pad, pad), stride=(stride, stride))
+                                  kernel=(3, 3), pad=(pad, pad), stride=(stride, stride),
+                                  use_batchnorm=extra_batchnorm)
         layers.append(conv_3x3)
     return layers
 

@@ -25,7 +25,8 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
                 num_filters: Sequence[int], strides: Sequence[int], pads: Sequence[int],
                 sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]],
                 normalizations: Sequence[float], steps: Sequence[float] = (),
-                min_filter: int = 128, backbone_args: dict | None = None
+                min_filter: int = 128, backbone_args: dict | None = None,
+                extra_batchnorm: bool = False
                 ) -> tuple[mx.sym.Symbol, mx.sym.Symbol, mx.sym.Symbol]:
     """Body, extra layers and multibox heads.
 
@@ -37,6 +38,8 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
         Object classes, background excluded.
     from_layers, num_filters, strides, pads, sizes, ratios, normalizations, steps, min_filter
         Per feature layer settings, see ``symbol_factory.get_config``.
+    extra_batchnorm : bool
+        BatchNorm in the extra layers (``symbol_factory.get_config``).
     backbone_args : dict, optional
         Keyword arguments of the backbone's ``get_body`` (``num_layers`` for resnet).
 
@@ -51,7 +54,7 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
     """
     body = get_body(backbone, backbone_args)
     layers = multi_layer_feature(body, from_layers, num_filters, strides, pads,
-                                 min_filter=min_filter)
+                                 min_filter=min_filter, extra_batchnorm=extra_batchnorm)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios,
                           normalizations=normalizations, num_channels=num_filters,
                           steps=steps, clip=False)

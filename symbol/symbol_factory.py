@@ -16,12 +16,13 @@ ratios : per layer aspect ratios (a flat list is applied to every layer).
 normalizations : per layer L2Normalization scale init, -1 for none (an int applies to all).
 steps : per layer anchor step as a fraction of the image, or empty for 1 / map size.
 min_filter : minimum width of the extra layers' 1x1 convolution.
+extra_batchnorm : BatchNorm after each extra-layer convolution (optional, default False: the
+    original's extra layers have none).
 """
 from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 import mxnet as mx
@@ -117,6 +118,9 @@ _TINY = {
     "normalizations": -1, "steps": [], "min_filter": 64,
 }
 _TINY_SHAPES = tuple(range(64, 513, 32))
+# tiny for real photographs (ours, docs/RECIPE.md "Real photographs"): BatchNorm in the two
+# extra layers too, so that every convolution of the network is normalised; the same anchors.
+_TINY_PHOTO = dict(_TINY, extra_batchnorm=True)
 
 PRESETS: dict[str, dict[int, dict]] = {
     "vgg16_reduced": {300: _VGG16_300, 512: _VGG16_512},
@@ -125,10 +129,11 @@ PRESETS: dict[str, dict[int, dict]] = {
     "inceptionv3": {299: _INCEPTIONV3, 512: _INCEPTIONV3},
     "mobilenet": {300: _MOBILENET, 512: _MOBILENET},
     "tiny": {side: _TINY for side in _TINY_SHAPES},
+    "tiny_photo": {side: _TINY_PHOTO for side in _TINY_SHAPES},
 }
 
 CONFIG_KEYS = ("backbone", "backbone_args", "from_layers", "num_filters", "strides", "pads",
-               "sizes", "ratios", "normalizations", "steps", "min_filter")
+               "sizes", "ratios", "normalizations", "steps", "min_filter", "extra_batchnorm")
 
 
 def list_networks() -> list[str]:
@@ -212,6 +217,7 @@ def _is_number(value) -> bool:
 
 def _normalize(config: dict, where: str) -> dict:
     """Expand shorthand values and check every key; messages name the key and preset."""
+    config.setdefault("extra_batchnorm", False)
     num_layers = len(config["from_layers"])
     if num_layers == 0 or not config["from_layers"][0]:
         raise ValueError(f"from_layers must start with a backbone layer name ({where})")
@@ -372,38 +378,3 @@ def count_anchors(network: str, data_shape: int | Sequence[int], **overrides) ->
     """Total number of anchors N of a preset at ``data_shape``."""
     return sum(layer["anchors"] for layer in
                describe_feature_layers(network, data_shape, **overrides))
-
-
-# Feature layers that the original named by MXNet's auto-generated ``_plusN`` (its resnet
-# checkpoints store ``_plus12_loc_pred_conv_weight`` etc.) -> our stable names.
-_HEAD_PARAM = re.compile(r"(.+?)(_(?:loc|cls)_pred_conv_(?:weight|bias))")
-LEGACY_LAYER_NAMES = {
-    "resnet50": {"_plus12": "stage3_unit6_plus", "_plus15": "stage4_unit3_plus"},
-    "resnet101": {"_plus29": "stage3_unit23_plus", "_plus32": "stage4_unit3_plus"},
-}
-
-
-def convert_legacy_params(network: str, params: Mapping[str, mx.nd.NDArray]) -> dict:
-    """Rename an original checkpoint's ``_plusN_*`` head parameters to this zoo's names.
-
-    Parameters
-    ----------
-    network : str
-        Preset name; networks without legacy names are returned unchanged (as a new dict).
-    params : mapping of str to NDArray
-        ``arg_params`` of ``mx.model.load_checkpoint`` (keys without the ``arg:`` prefix).
-
-    Returns
-    -------
-    dict
-        Same arrays; keys like ``_plus12_loc_pred_conv_weight`` become
-        ``stage3_unit6_plus_loc_pred_conv_weight``.
-    """
-    renames = LEGACY_LAYER_NAMES.get(network, {})
-    converted = {}
-    for key, value in params.items():
-        match = _HEAD_PARAM.fullmatch(key)
-        if match and match.group(1) in renames:
-            key = renames[match.group(1)] + match.group(2)
-        converted[key] = value
-    return converted

@@ -90,3 +90,26 @@ def test_optimizer_params_follow_the_reference():
     assert rms["learning_rate"] == pytest.approx(0.0002)
     with pytest.raises(ValueError, match="--optimizer"):
         get_optimizer_params("adadelta2", 0.1, 0.9, 0, None, 1)
+
+
+def test_cosine_schedule_warms_up_decays_and_resumes_on_the_same_curve():
+    # 100 images, batch 10: 10 updates per epoch; 2 warm-up epochs, 10 epochs in all
+    lr, sched = get_lr_scheduler(0.1, "80, 160", 0.1, 100, 10, 0, warmup_epochs=2,
+                                     schedule="cosine", end_epoch=10)
+    assert lr == 0.0
+    assert sched(10) == pytest.approx(0.05)                    # half-way through the warm-up
+    assert sched(20) == pytest.approx(0.1)                     # peak after the warm-up
+    assert sched(60) == pytest.approx(0.1e-3 + (0.1 - 0.1e-3) * 0.5)   # half-way down
+    assert sched(100) == pytest.approx(0.1e-3)                 # --lr / 1000 at the end
+    assert sched(500) == pytest.approx(0.1e-3)
+    _, resumed = get_lr_scheduler(0.1, "80, 160", 0.1, 100, 10, 4, warmup_epochs=2,
+                                      schedule="cosine", end_epoch=10)
+    for update in (1, 7, 33, 60):
+        assert resumed(update) == pytest.approx(sched(40 + update))
+
+
+def test_cosine_schedule_needs_an_end_epoch_and_a_known_name():
+    with pytest.raises(ValueError, match="--lr-schedule cosine needs --end-epoch"):
+        get_lr_scheduler(0.1, "80", 0.1, 100, 10, 5, schedule="cosine", end_epoch=5)
+    with pytest.raises(ValueError, match="--lr-schedule 'linear'"):
+        get_lr_scheduler(0.1, "80", 0.1, 100, 10, 0, schedule="linear", end_epoch=5)

@@ -38,12 +38,8 @@ def _anchors(network: str, side: int) -> np.ndarray:
 
 def _best_iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """(G,) best IoU of each box with any anchor."""
-    top_left = np.maximum(boxes[:, None, :2], anchors[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], anchors[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_b = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    area_a = np.prod(anchors[:, 2:] - anchors[:, :2], axis=1)
-    return (inter / (area_b[:, None] + area_a[None, :] - inter)).max(axis=1)
+    from symbol.anchors import iou
+    return iou(boxes, anchors).max(axis=1)
 
 
 def test_recipe_settings_are_valid_for_the_preset():

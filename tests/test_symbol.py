@@ -37,7 +37,7 @@ def _node(symbol: mx.sym.Symbol, name: str) -> dict:
 
 def test_list_networks():
     assert list_networks() == ["inceptionv3", "mobilenet", "resnet101", "resnet50", "tiny",
-                               "vgg16_reduced"]
+                               "tiny_photo", "vgg16_reduced"]
     assert list_shapes("inceptionv3") == [299, 512]
     assert list_shapes("tiny") == list(range(64, 513, 32))
 
@@ -297,19 +297,3 @@ def test_bad_input_raises_value_error(call, fragments):
         call()
     for fragment in fragments:
         assert fragment in str(info.value)
-
-
-def test_convert_legacy_resnet_head_names():
-    from symbol.symbol_factory import convert_legacy_params
-    legacy = {"_plus12_loc_pred_conv_weight": 1, "_plus15_cls_pred_conv_bias": 2,
-              "stage1_unit1_conv1_weight": 3, "multi_feat_2_conv_3x3_relu_cls_pred_conv_bias": 4}
-    converted = convert_legacy_params("resnet50", legacy)
-    assert converted == {"stage3_unit6_plus_loc_pred_conv_weight": 1,
-                         "stage4_unit3_plus_cls_pred_conv_bias": 2,
-                         "stage1_unit1_conv1_weight": 3,
-                         "multi_feat_2_conv_3x3_relu_cls_pred_conv_bias": 4}
-    assert set(converted) <= set(get_symbol_train("resnet50", 300, 20).list_arguments())
-    renamed = convert_legacy_params("resnet101", {"_plus29_loc_pred_conv_bias": 5})
-    assert renamed == {"stage3_unit23_plus_loc_pred_conv_bias": 5}
-    assert convert_legacy_params("vgg16_reduced", {"_plus12_loc_pred_conv_bias": 6}) == \
-        {"_plus12_loc_pred_conv_bias": 6}

@@ -2,7 +2,8 @@
 
 Same output as ``im2rec.py --pack-label``: every record holds ``IRHeader(flag=len(label),
 label=float32 [2, W, obj...], id=idx, id2=0)`` followed by the image re-encoded as JPEG
-(quality 95). Images are decoded and encoded by ``--num-thread`` worker processes; records are
+(quality 95). Images are decoded as stored (EXIF orientation ignored: labels refer to the
+stored pixels, see ``dataset/image_info.py``), grayscale/CMYK/PNG as 3-channel colour. Images are decoded and encoded by ``--num-thread`` worker processes; records are
 written in ``.lst`` order. ``--resize N`` shrinks images whose LONGER side exceeds N px so that
 it becomes N (aspect kept, never upscaled; labels are normalised so they do not change).
 Files are written as ``<name>.rec.tmp`` / ``<name>.idx.tmp`` and renamed when complete.
@@ -34,7 +35,8 @@ logger = logging.getLogger("pack_rec")
 def _encode(job: tuple[str, int, int]) -> tuple[bytes | None, str]:
     """Worker: read, optionally shrink, and JPEG-encode one image (no mxnet needed here)."""
     path, resize, quality = job
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    # boxes refer to the stored pixels (dataset/image_info.py): never apply EXIF orientation
+    img = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         return None, path
     if resize > 0 and max(img.shape[:2]) > resize:
@@ -73,6 +75,8 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
     """
     import mxnet as mx  # after the caller's setup_threads()
 
+    from checkpoint import FileWriteError, explain_write_failure
+
     if num_thread < 1:
         raise ValueError(f"--num-thread {num_thread}: need at least 1")
     if resize < 0:
@@ -87,7 +91,10 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
             raise FileNotFoundError(f"image {path} listed in {lst_path} does not exist "
                                     f"(--root {root!r} + the list's relative path)")
     tmp_rec, tmp_idx = rec_path + ".tmp", idx_path + ".tmp"
-    writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
+    try:
+        writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
+    except (OSError, mx.base.MXNetError) as err:
+        raise FileWriteError(explain_write_failure(tmp_rec, err)) from None
     jobs = [(p, resize, quality) for p in paths]
     pool = multiprocessing.get_context("fork").Pool(num_thread) if num_thread > 1 else None
     try:
@@ -101,11 +108,20 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
         writer.close()
         os.replace(tmp_rec, rec_path)
         os.replace(tmp_idx, idx_path)
-    except BaseException:
-        writer.close()
+    except BaseException as err:
+        failed = next((tmp for tmp in (tmp_rec, tmp_idx) if os.path.exists(tmp)), tmp_rec)
+        written = os.path.getsize(failed) if os.path.exists(failed) else None
+        try:
+            writer.close()
+        except (OSError, mx.base.MXNetError):
+            pass                    # closing flushes: fails again on a full disk
         for tmp in (tmp_rec, tmp_idx):
             if os.path.exists(tmp):
                 os.remove(tmp)
+        if isinstance(err, (OSError, mx.base.MXNetError)) and not isinstance(
+                err, FileNotFoundError):
+            # the C++ writer says only "FileStream.Write incomplete": name the file and why
+            raise FileWriteError(explain_write_failure(rec_path, err, written)) from None
         raise
     finally:
         if pool:
@@ -134,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = get_parser().parse_args(argv)
+    from checkpoint import FileWriteError  # imports mxnet: after setup_threads()
     try:
         pack_rec(args.lst, args.root, args.rec, args.num_thread, args.resize, args.quality)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FileWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

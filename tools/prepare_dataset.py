@@ -106,7 +106,23 @@ def format_summary(summary: dict) -> str:
     lines.append(f"checks: {summary['clipped_boxes']} box(es) clipped, {summary['dropped_boxes']} "
                  f"dropped (no size), {summary['ignored_unknown']} of unknown classes ignored, "
                  f"{summary['empty_images']} image(s) without objects skipped")
+    histogram = summary.get("box_size_histogram", {})
+    if histogram:
+        lines.append("box sizes (sqrt of the box area, fraction of the image side): "
+                     + ", ".join(f"{span}: {count}" for span, count in histogram.items()))
+    fixes = summary.get("fixes", {})
+    if fixes:
+        lines.append("read anyway: " + ", ".join(f"{count} {_FIX_NAMES.get(kind, kind)}"
+                                                 for kind, count in sorted(fixes.items())))
+    skipped = summary.get("skipped_images", [])
+    lines.append(f"images skipped: {len(skipped)}")
+    lines += [f"  {path}: {why}" for path, why in skipped]
     return "\n".join(lines)
+
+
+_FIX_NAMES = {"size_from_image": "without a usable <size> (took the image's)",
+              "exif_turned": "annotated on the EXIF-turned photo (boxes mapped back)",
+              "resized": "resized after labelling (boxes scaled)"}
 
 
 def prepare_dataset(dataset: str, image_set: str | list[str], root: str, target: str,
@@ -133,10 +149,41 @@ def prepare_dataset(dataset: str, image_set: str | list[str], root: str, target:
     num_listed = imdb.save_imglist(target, root=root)
     rec_path, idx_path = pack_rec(target, root, num_thread=num_thread, resize=resize,
                                   progress=progress)
+    check_packed(rec_path)
     summary = imdb.summary()
     summary.update(lst=target, rec=rec_path, idx=idx_path, classes=imdb.classes,
                    num_listed=num_listed)
     return summary
+
+
+def check_packed(rec_path: str) -> None:
+    """Read back every record of ``rec_path`` (structure, label, image) as training will.
+
+    Raises
+    ------
+    ValueError
+        A record is bad (named by its index in the ``.idx``), or the ``.idx`` does not match.
+    """
+    from dataset.record_check import check_records
+
+    report = check_records(rec_path)
+    if report.bad:
+        raise ValueError(f"{report.bad[0].describe(rec_path)} ({len(report.bad)} of "
+                         f"{report.num_records} records are bad after packing)")
+    logger.info("checked %s: %d records read back in %.2f s", rec_path, report.num_records,
+                report.seconds)
+
+
+def check_rec_command(rec_path: str) -> int:
+    """``--check-rec``: print every bad record of an existing ``.rec``; 0 clean, 1 bad."""
+    from dataset.record_check import scan_records
+
+    report = scan_records(rec_path)
+    for bad in report.bad:
+        print(f"bad: {bad.describe(rec_path)}")
+    print(f"{rec_path}: {report.num_records} records, {len(report.bad)} bad "
+          f"(checked in {report.seconds:.2f} s)")
+    return 1 if report.bad else 0
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -163,6 +210,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="store images with the longest side at most N px (0: unchanged)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
     p.add_argument("--summary-json", default=None, help="also write the summary to this JSON file")
+    p.add_argument("--check-rec", default=None, metavar="REC",
+                   help="only check an existing .rec against its .idx (structure, labels, "
+                        "images) and list its bad records; exit 1 when there are any")
     return p
 
 
@@ -173,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = get_parser().parse_args(argv)
     logger.info("arguments: %s", vars(args))
+    if args.check_rec:
+        try:
+            return check_rec_command(args.check_rec)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    from checkpoint import FileWriteError  # imports mxnet: after setup_threads()
     try:
         summary = prepare_dataset(args.dataset, args.image_set, args.root, args.target,
                                   year=args.year, shuffle=args.shuffle, num_thread=args.num_thread,
@@ -181,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FileWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     print(f"wrote {summary['lst']} ({summary['num_listed']} images), {summary['rec']}, {summary['idx']}")
     if args.summary_json:
