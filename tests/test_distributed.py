@@ -27,6 +27,15 @@ LAUNCH = [sys.executable, "-m", "tools.launch"]
 JOB_TIMEOUT = 60  # hard limit of one launcher run in these tests, seconds
 
 
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def tagged_pids(tag: str) -> list[int]:
     """Pids of live processes whose environment holds DIST_TEST_TAG=tag."""
     needle = f"DIST_TEST_TAG={tag}".encode()
@@ -37,11 +46,10 @@ def tagged_pids(tag: str) -> list[int]:
         try:
             with open(f"/proc/{entry}/environ", "rb") as handle:
                 environ = handle.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                state = handle.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if needle in environ and state != b"Z":
+        fields = proc_stat(entry)
+        if needle in environ and fields is not None and fields[0] != b"Z":
             pids.append(int(entry))
     return pids
 
@@ -314,6 +322,15 @@ def test_command_keeps_its_own_flags():
 
 
 # ---- end to end: train.py ------------------------------------------------------------------
+def dist_train_command(synth_data, prefix: Path, end_epoch: int) -> list[str]:
+    """train.py on the synthetic set with ``--kv-store dist_sync``: tiny at 128, batch 8."""
+    return [sys.executable, "train.py", "--train-path", synth_data.train_rec, "--val-path", "",
+            "--network", "tiny", "--data-shape", "128", "--num-class",
+            str(synth_data.num_classes), "--class-names", ",".join(synth_data.class_names),
+            "--pretrained", "", "--end-epoch", str(end_epoch), "--frequent", "1", "--log", "",
+            "--batch-size", "8", "--kv-store", "dist_sync", "--prefix", str(prefix)]
+
+
 @pytest.mark.slow
 def test_train_py_dist_sync_end_to_end(tmp_path, synth_data):
     """train.py --kv-store dist_sync, 2 workers, tiny preset, one epoch: rank 0 checkpoints.
@@ -321,12 +338,7 @@ def test_train_py_dist_sync_end_to_end(tmp_path, synth_data):
     Both workers must run the same number of batches per epoch, or dist_sync waits forever
     (ImageDetRecordIter's num_parts shards are unequal: 23 and 25 of these 48 images).
     """
-    prefix = tmp_path / "ssd"
-    train = [sys.executable, "train.py", "--train-path", synth_data.train_rec, "--val-path", "",
-             "--network", "tiny", "--data-shape", "128", "--num-class",
-             str(synth_data.num_classes), "--class-names", ",".join(synth_data.class_names),
-             "--pretrained", "", "--end-epoch", "1", "--frequent", "1", "--log", "",
-             "--batch-size", "8", "--kv-store", "dist_sync", "--prefix", str(prefix)]
+    train = dist_train_command(synth_data, tmp_path / "ssd", end_epoch=1)
     status, stdout, stderr, _ = launch(
         ["-n", "2", "-s", "1", "--timeout", "50", "--stall-timeout", "15"], train)
     assert status == 0, stderr[-2000:]

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from tools.dist_utils import JobFailed, Supervisor, describe_status, die_with_parent_prefix
-from tests.test_distributed import (LAUNCH, REPO, TOY, assert_nothing_left, fake_ssh,
-                                    tagged_pids)
+from tests.test_distributed import (LAUNCH, REPO, TOY, assert_nothing_left,
+                                    dist_train_command, fake_ssh, proc_stat, tagged_pids)
 
 JOB_TIMEOUT = 60   # hard limit of one launcher run, seconds
 WATCHDOG_S = 8.0   # the launcher must end the job this soon after the kill (poll 0.2 s, TERM 3 s)
@@ -62,11 +62,10 @@ def job_roles(tag: str) -> dict[tuple[str, int], int]:
 def _is_ancestor(ancestor: int, pid: int) -> bool:
     """True when ``ancestor`` is a parent, grandparent, ... of ``pid``."""
     while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                pid = int(handle.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError):
+        fields = proc_stat(pid)
+        if fields is None:
             return False
+        pid = int(fields[1])                                  # the parent
         if pid == ancestor:
             return True
     return False
@@ -76,15 +75,9 @@ def group_members(pgid: int) -> list[int]:
     """Pids of the live processes in process group ``pgid`` (zombies not counted: a zombie
     whose parent died waits for PID 1 to reap it, and it runs nothing)."""
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":   # state, ppid, pgrp
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = proc_stat(entry)                             # state, ppid, pgrp, ...
+        if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
             members.append(int(entry))
     return members
 
@@ -277,12 +270,7 @@ def test_train_py_server_killed_while_training(tmp_path, synth_data):
     """
     import mxnet as mx
 
-    prefix = tmp_path / "ssd"
-    train = [sys.executable, "train.py", "--train-path", synth_data.train_rec, "--val-path", "",
-             "--network", "tiny", "--data-shape", "128", "--num-class",
-             str(synth_data.num_classes), "--class-names", ",".join(synth_data.class_names),
-             "--pretrained", "", "--end-epoch", "20", "--frequent", "1", "--log", "",
-             "--batch-size", "8", "--kv-store", "dist_sync", "--prefix", str(prefix)]
+    train = dist_train_command(synth_data, tmp_path / "ssd", end_epoch=20)
     job = Job(["-n", "2", "-s", "1", "--timeout", "55"], train, tmp_path)
     job.wait_for(lambda: job.stdout().count("Batch [") >= 4, "training batches", timeout=45)
     kill_and_check(job, "server", 0, signal.SIGKILL)
