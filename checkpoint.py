@@ -15,7 +15,6 @@ Every file is written under a temporary name in the same folder, then renamed
 """
 from __future__ import annotations
 
-import datetime
 import errno
 import fcntl
 import glob
@@ -294,6 +293,30 @@ def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     return saved
 
 
+def load_arg_aux(path: str, flag: str, prefix: str, hint: str = "") -> tuple[dict, dict]:
+    """``arg_params, aux_params`` of the checkpoint ``path`` (through :func:`load_param_file`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is missing: the message lists the epochs saved under ``prefix`` and ends
+        with ``hint``.
+    """
+    if not os.path.isfile(path):
+        epochs = list_checkpoint_epochs(prefix)
+        have = ", ".join(str(e) for e in epochs) if epochs else "none"
+        raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
+                                f"{prefix}: {have}" + (f". {hint}" if hint else ""))
+    arg_params, aux_params = {}, {}
+    for key, value in load_param_file(path, flag).items():
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+    return arg_params, aux_params
+
+
 def load_symbol_file(path: str, flag: str, inference: bool = True) -> mx.sym.Symbol:
     """``mx.sym.load`` of a ``-symbol.json``, with clear errors, in this project's names.
 
@@ -454,136 +477,3 @@ def resume_command(argv: Sequence[str] | None, resume_value: int | str) -> str:
         out.append(arg)
     script = os.path.relpath(args[0]) if os.path.exists(args[0]) else args[0]
     return shlex.join(["python", script] + out + ["--resume", str(resume_value)])
-
-
-class Checkpointer:
-    """Epoch-end checkpoints, cards, best checkpoint and the interrupted checkpoint."""
-
-    def __init__(self, module: mx.mod.Module, prefix: str, save_symbol: mx.sym.Symbol,
-                 end_epoch: int, save_period: int, card_base: dict,
-                 eval_metric: mx.metric.EvalMetric, enabled: bool, has_validation: bool,
-                 tensorboard: Any = None) -> None:
-        self.module = module
-        self.prefix = prefix
-        self.save_symbol = save_symbol
-        self.end_epoch = end_epoch
-        self.save_period = max(1, save_period)
-        self.card_base = card_base
-        self.eval_metric = eval_metric
-        self.enabled = enabled
-        self.has_validation = has_validation
-        self.tensorboard = tensorboard
-        best = load_card(prefix, BEST) if enabled else None
-        self.best_map = float(best["metrics"]["validation"].get("mAP", -1.0)) if best else -1.0
-        self._pending: dict | None = None
-
-    def _train_metrics(self) -> dict:
-        try:
-            pairs = self.eval_metric.get_global_name_value()
-        except (AttributeError, NotImplementedError):
-            pairs = self.eval_metric.get_name_value()
-        return {name: float(value) for name, value in pairs}
-
-    def _card(self, epoch_number: int, validation: dict | None, **extra: Any) -> dict:
-        optimizer = self.module._optimizer
-        card = dict(self.card_base)
-        card.update({
-            "epoch": epoch_number,
-            "time": datetime.datetime.now().isoformat(timespec="seconds"),
-            "learning_rate": float(optimizer.learning_rate) if optimizer else None,
-            "num_update": int(optimizer.num_update) if optimizer else None,
-            "skipped_batches": self.module.num_skipped,
-            "metrics": {"train": self._train_metrics(), "validation": validation or {}},
-        })
-        card.update(extra)
-        return card
-
-    def _write(self, tag: int | str, arg_params: dict, aux_params: dict, card: dict,
-               with_states: bool = True) -> None:
-        """Write symbol, params, states, then the card (the card marks the tag complete).
-
-        On a write failure (disk full, size limit) the ``.params``/``.states`` of ``tag`` are
-        removed (except for ``best``), so the folder holds complete checkpoints only, and the
-        error names the file and the newest complete checkpoint.
-        """
-        card_path = checkpoint_path(self.prefix, tag, "json")
-        try:
-            if tag != BEST and os.path.isfile(card_path):
-                os.remove(card_path)       # the tag is incomplete until its new card is written
-            atomic_write(f"{self.prefix}-symbol.json", self.save_symbol.save)
-            params_path = checkpoint_path(self.prefix, tag, "params")
-            save_params(params_path, arg_params, aux_params)
-            if with_states:
-                states_path = checkpoint_path(self.prefix, tag, "states")
-                try:
-                    atomic_write(states_path, self.module.save_optimizer_states)
-                except AssertionError as err:
-                    logger.warning("Optimizer state not saved (%s): a resume restarts "
-                                   "momentum", err)
-            save_json(card_path, card)
-        except FileWriteError as err:
-            what = f"epoch {tag}" if isinstance(tag, int) else f"'{tag}'"
-            if tag == BEST:       # the new best .params already replaced the old one: keep it
-                done = f"the {what} card may be older than its .params"
-            else:                 # no card: remove the rest, old or new, of the unfinished tag
-                for ext in ("params", "states"):
-                    path = checkpoint_path(self.prefix, tag, ext)
-                    if os.path.isfile(path):
-                        os.remove(path)
-                done = f"removed the partial {what} files"
-            last = last_complete_epoch(self.prefix)
-            kept = (f"newest complete checkpoint {checkpoint_path(self.prefix, last, 'params')}"
-                    f" (--resume {last})" if last is not None else "no complete checkpoint yet")
-            raise FileWriteError(f"{err}; {done}, {kept}") from None
-
-    def on_epoch_end(self, epoch: int, symbol: mx.sym.Symbol, arg_params: dict,
-                     aux_params: dict) -> None:
-        """``Module.fit`` epoch-end callback (``epoch`` is 0-based)."""
-        optimizer = self.module._optimizer
-        lr = float(optimizer.learning_rate) if optimizer else float("nan")
-        logger.info("Epoch[%d] Learning-rate=%g", epoch, lr)
-        if self.tensorboard is not None:
-            for name, value in self._train_metrics().items():
-                self.tensorboard.add_scalar(f"train/{name}", value, epoch + 1)
-            self.tensorboard.add_scalar("train/learning_rate", lr, epoch + 1)
-        number = epoch + 1
-        self.module.epoch = number
-        self.module.nbatch = 0
-        if not self.enabled:
-            return
-        due = number % self.save_period == 0 or number == self.end_epoch
-        if due:
-            card = self._card(number, None)
-            self._write(number, arg_params, aux_params, card)
-            logger.info("Saved checkpoint to %s", checkpoint_path(self.prefix, number, "params"))
-            remove_stale_interrupted(self.prefix, number)
-        self._pending = {"number": number, "due": due, "arg": arg_params, "aux": aux_params}
-
-    def on_validation(self, epoch: int, result: list) -> None:
-        """Called by ``DetectionModule.score`` after each validation."""
-        if self.tensorboard is not None:
-            for name, value in result:
-                self.tensorboard.add_scalar(f"validation/{name}", float(value), epoch + 1)
-        pending, self._pending = self._pending, None
-        if not self.enabled or pending is None:
-            return
-        validation = {name: float(value) for name, value in result}
-        card = self._card(pending["number"], validation)
-        if pending["due"]:
-            save_json(checkpoint_path(self.prefix, pending["number"], "json"), card)
-        current = validation.get("mAP", float("nan"))
-        if np.isfinite(current) and current > self.best_map:
-            self.best_map = current
-            self._write(BEST, pending["arg"], pending["aux"], card, with_states=False)
-            logger.info("Epoch[%d] New best Validation-mAP=%f: saved %s", epoch, current,
-                        checkpoint_path(self.prefix, BEST, "params"))
-
-    def save_interrupted(self, completed_epochs: int, nbatch: int) -> None:
-        """Save the current weights and optimizer state as the ``-interrupted`` checkpoint."""
-        if not self.enabled:
-            return
-        arg_params, aux_params = self.module.get_params()
-        card = self._card(completed_epochs, None, interrupted_in_batch=nbatch,
-                          note="mid-epoch weights; --resume interrupted restarts epoch "
-                               f"{completed_epochs} (0-based) from its first batch")
-        self._write(INTERRUPTED, arg_params, aux_params, card)

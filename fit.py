@@ -8,13 +8,11 @@ specifics of the original ``train/train_net.py`` (§3.5, §3.6):
 * :func:`fit` trains through ``mx.mod.Module.fit`` with
   :class:`detection_module.DetectionModule` (non-finite guard, validation with the inference
   graph, optimizer state restored on resume) and writes checkpoints through
-  :class:`checkpoint.Checkpointer` (atomic files, cards, best and interrupted checkpoints).
+  :class:`callbacks.Checkpointer` (atomic files, cards, best and interrupted checkpoints).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import logging
 import math
 import os
@@ -23,7 +21,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import mxnet as mx
 
-from checkpoint import (INTERRUPTED, Checkpointer, checkpoint_path, environment_info,
+from callbacks import Checkpointer, open_tensorboard
+from checkpoint import (INTERRUPTED, checkpoint_path, environment_info,
                         list_checkpoint_epochs, resume_command)
 from config.config import AUGMENTATIONS
 from detection_module import (NAN_POLICIES, DetectionModule, NonFiniteError, SignalGuard,
@@ -375,23 +374,6 @@ def create_kvstore(kv_store: str | None, num_devices: int) -> mx.kv.KVStore | No
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
-def open_tensorboard(log_dir: str | None) -> Any:
-    """A SummaryWriter for ``--tensorboard DIR`` or None; clear error when no package exists."""
-    if not log_dir:
-        return None
-    for module_name, attr in (("tensorboardX", "SummaryWriter"), ("mxboard", "SummaryWriter"),
-                              ("torch.utils.tensorboard", "SummaryWriter")):
-        try:
-            found = importlib.util.find_spec(module_name) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            module = importlib.import_module(module_name)
-            return getattr(module, attr)(log_dir)
-    raise ValueError(f"--tensorboard {log_dir}: no TensorBoard writer is installed "
-                     f"(pip install tensorboardX); tools/plot_log.py plots the training log "
-                     f"without it")
-
 def fit(symbol: mx.sym.Symbol, train_iter: mx.io.DataIter, val_iter: mx.io.DataIter | None, *,
         contexts: list, prefix: str, begin_epoch: int, end_epoch: int,
         arg_params: dict | None, aux_params: dict | None,

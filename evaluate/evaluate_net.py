@@ -6,7 +6,6 @@ per-class AP, mAP (VOC area or 11-point), optionally COCO AP, with the protocol 
 """
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -18,7 +17,8 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from checkpoint import atomic_write, load_param_file, load_symbol_file
+from checkpoint import (atomic_write, list_checkpoint_epochs, load_arg_aux,
+                        load_symbol_file)
 
 logger = logging.getLogger(__name__)
 
@@ -78,22 +78,11 @@ def load_params(model_prefix: str, epoch: int) -> tuple[dict, dict]:
     ValueError
         The file is truncated, corrupt or not a named-parameter file.
     """
-    path = f"{model_prefix}-{epoch:04d}.params"
-    if not os.path.isfile(path):
-        found = sorted(glob.glob(glob.escape(model_prefix) + "-[0-9][0-9][0-9][0-9].params"))
-        epochs = [int(p[-11:-7]) for p in found]
-        hint = f"epochs available for this prefix: {epochs}" if epochs else \
-            "no checkpoint exists for this prefix (check --prefix, --network and --data-shape)"
-        raise FileNotFoundError(f"checkpoint {path} not found (--prefix/--epoch); {hint}")
-    saved = load_param_file(path, "--prefix/--epoch")
-    arg_params, aux_params = {}, {}
-    for key, value in saved.items():
-        kind, _, name = key.partition(":")
-        if kind == "arg":
-            arg_params[name] = value
-        elif kind == "aux":
-            aux_params[name] = value
-    return arg_params, aux_params
+    epochs = list_checkpoint_epochs(model_prefix)
+    hint = "" if epochs else ("no checkpoint exists for this prefix (check --prefix, --network "
+                              "and --data-shape)")
+    return load_arg_aux(f"{model_prefix}-{epoch:04d}.params", "--prefix/--epoch", model_prefix,
+                        hint)
 
 
 def check_params(symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict,

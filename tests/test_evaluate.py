@@ -216,7 +216,7 @@ def test_evaluate_cli_missing_checkpoint_and_names(synth_data, checkpoint, capsy
     args[args.index("--epoch") + 1] = "7"
     assert cli.main(args) == 2
     err = capsys.readouterr().err
-    assert "0007.params not found" in err and "epochs available for this prefix: [1]" in err
+    assert "0007.params not found" in err and "epochs saved under" in err and err.endswith(": 1\n")
     args = cli_args(synth_data, checkpoint)
     args[args.index("--class-names") + 1] = "a,b"
     assert cli.main(args) == 2

@@ -388,6 +388,7 @@ def test_disk_full_while_writing_states_removes_the_partial_epoch(tmp_path):
 
     import mxnet as mx
 
+    import callbacks
     import checkpoint
 
     prefix = str(tmp_path / "ssd_tiny_64")
@@ -401,7 +402,7 @@ def test_disk_full_while_writing_states_removes_the_partial_epoch(tmp_path):
     module = types.SimpleNamespace(_optimizer=None, num_skipped=0, epoch=0, nbatch=0,
                                    fail=False, save_optimizer_states=save_states)
     metric = mx.metric.Accuracy()
-    writer = checkpoint.Checkpointer(module, prefix, mx.sym.Variable("data"), end_epoch=3,
+    writer = callbacks.Checkpointer(module, prefix, mx.sym.Variable("data"), end_epoch=3,
                                      save_period=1, card_base={}, eval_metric=metric,
                                      enabled=True, has_validation=False)
     params = {"w": mx.nd.ones((4, 4))}

@@ -274,12 +274,12 @@ PRETRAINED = [("vgg16_reduced", 300, 1), ("resnet50", 512, 0),
 @pytest.mark.parametrize("network,side,epoch", PRETRAINED)
 def test_original_pretrained_backbone_loads_every_parameter(network, side, epoch, tmp_path,
                                                             caplog):
-    from train_net import _load_params
+    from weights import load_start_params
     prefix = str(tmp_path / network)
     values = write_pretrained(f"{prefix}-{epoch:04d}.params", network)
     arg_shapes, aux_shapes = our_shapes(network, side)
     with caplog.at_level(logging.INFO):
-        loaded = _load_params(network, str(tmp_path / "ssd"), -1, -1, prefix, epoch, 0,
+        loaded = load_start_params(network, str(tmp_path / "ssd"), -1, -1, prefix, epoch, 0,
                               arg_shapes, aux_shapes, "")
     backbone, _, classifier = ORIGINAL_BACKBONES[network]()
     # every backbone parameter of the preset came from the file, with its own value
@@ -659,15 +659,15 @@ def test_quantization_reads_original_checkpoint(synth_data, readers, tmp_path, c
 
 @pytest.mark.parametrize("mode", ["resume", "finetune", "pretrained"])
 def test_train_loads_original_checkpoint(synth_data, readers, mode, caplog):
-    """train_net's reader (_load_params) on both folders: the same arrays under our names."""
-    from train_net import _load_params
+    """Training's reader (weights.load_start_params) on both folders: the same arrays under our names."""
+    from weights import load_start_params
     arg_shapes, aux_shapes = our_shapes(READER_NET, READER_SIDE, synth_data.num_classes)
     loaded = {}
     for name in ("ours", "original"):
         prefix = str(getattr(readers, name) / readers.base)
         caplog.clear()
         with caplog.at_level(logging.INFO):
-            loaded[name] = _load_params(
+            loaded[name] = load_start_params(
                 READER_NET, prefix, 1 if mode == "resume" else -1,
                 1 if mode == "finetune" else -1, prefix if mode == "pretrained" else "", 1, 0,
                 arg_shapes, aux_shapes, "^(conv1_|conv2_).*")
