@@ -155,7 +155,13 @@ class Job:
     def assert_nothing_left(self) -> None:
         """No tagged process and no live process group of the job (after the launcher ended)."""
         assert_nothing_left(self.tag)
+        # a killed MXNet process can take a moment to be torn down (its environ is already
+        # unreadable, so it no longer counts as tagged): give the groups the same settling time
+        deadline = time.monotonic() + 5.0
         left = {g: group_members(g) for g in self.groups if group_members(g)}
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = {g: group_members(g) for g in self.groups if group_members(g)}
         assert not left, f"process groups still holding processes: {left}"
 
 
