@@ -293,18 +293,20 @@ def load_param_file(path: str, flag: str) -> dict[str, mx.nd.NDArray]:
     return saved
 
 
-def load_arg_aux(path: str, flag: str, prefix: str, hint: str = "") -> tuple[dict, dict]:
+def load_arg_aux(path: str, flag: str, prefix: str, hint: str = "",
+                 none_hint: str = "") -> tuple[dict, dict]:
     """``arg_params, aux_params`` of the checkpoint ``path`` (through :func:`load_param_file`).
 
     Raises
     ------
     FileNotFoundError
         ``path`` is missing: the message lists the epochs saved under ``prefix`` and ends
-        with ``hint``.
+        with ``hint`` (with ``none_hint`` instead when no epoch is saved at all).
     """
     if not os.path.isfile(path):
         epochs = list_checkpoint_epochs(prefix)
         have = ", ".join(str(e) for e in epochs) if epochs else "none"
+        hint = hint if epochs else (none_hint or hint)
         raise FileNotFoundError(f"{flag}: checkpoint {path} not found; epochs saved under "
                                 f"{prefix}: {have}" + (f". {hint}" if hint else ""))
     arg_params, aux_params = {}, {}

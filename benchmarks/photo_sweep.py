@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):       # run by path: make the repository root importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.recipe_sweep import parse_train_log  # noqa: E402
+from benchmarks.recipe_sweep import run_training  # noqa: E402
 
 BASE_FLAGS = {
     "--network": "tiny", "--data-shape": "256", "--batch-size": "8", "--lr": "0.1",
@@ -109,25 +106,10 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     argv = [item for key, value in merged.items() for item in (key, value)]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker",
            "--worker-overrides", json.dumps(overrides), "--", *argv]
-    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     load_start = os.getloadavg()[0]
-    started = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, env=dict(os.environ, MPLBACKEND="Agg"))
-    wall = time.time() - started
-    log_path = out_dir / "train.log"
-    history = parse_train_log(log_path.read_text()) if log_path.exists() else []
-    maps = [h["map"] for h in history if h["map"] is not None]
-    record = {"variant": name, "flags": flags, "overrides": overrides, "epochs": epochs,
-              "returncode": proc.returncode,
-              "train_minutes": round(sum(h["time"] for h in history) / 60.0, 2),
-              "wall_minutes": round(wall / 60.0, 2),
-              "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2),
-              "final_map": maps[-1] if maps else None, "best_map": max(maps) if maps else None,
-              "history": history}
-    if proc.returncode != 0:
-        record["error"] = proc.stderr[-2000:]
-    return record
+    run = run_training(cmd, out_dir / "train.log")
+    return {"variant": name, "flags": flags, "overrides": overrides, "epochs": epochs,
+            "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2), **run}
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -152,23 +152,32 @@ def run_variant(name: str, data: Path, epochs: int, out_dir: Path, class_names: 
                "--worker-preset", json.dumps(overrides), "--", *argv]
     else:           # the preset as shipped: the plain train.py command
         cmd = [sys.executable, "train.py", *argv]
+    return {"variant": name, "augment": augment, "flags": VARIANTS[name][1], "epochs": epochs,
+            "preset": overrides, "data": str(data),
+            **run_training(cmd, out_dir / name / "train.log")}
+
+
+def run_training(cmd: list[str], log_path: Path) -> dict:
+    """Run one training command in a child process; its times and mAP read back from its log.
+
+    Returns
+    -------
+    dict
+        ``returncode``, ``train_minutes`` (sum of epoch times), ``wall_minutes``,
+        ``final_map``, ``best_map``, ``history`` (per epoch) and, on failure, ``error``.
+    """
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     started = time.time()
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, env=dict(os.environ, MPLBACKEND="Agg"))
     wall = time.time() - started
-    log_path = out_dir / name / "train.log"
     history = parse_train_log(log_path.read_text()) if log_path.exists() else []
     maps = [h["map"] for h in history if h["map"] is not None]
-    record = {
-        "variant": name, "augment": augment, "flags": VARIANTS[name][1], "epochs": epochs,
-        "preset": overrides,
-        "data": str(data), "returncode": proc.returncode,
-        "train_minutes": round(sum(h["time"] for h in history) / 60.0, 2),
-        "wall_minutes": round(wall / 60.0, 2),
-        "final_map": maps[-1] if maps else None, "best_map": max(maps) if maps else None,
-        "history": history,
-    }
+    record = {"returncode": proc.returncode,
+              "train_minutes": round(sum(h["time"] for h in history) / 60.0, 2),
+              "wall_minutes": round(wall / 60.0, 2),
+              "final_map": maps[-1] if maps else None, "best_map": max(maps) if maps else None,
+              "history": history}
     if proc.returncode != 0:
         record["error"] = proc.stderr[-2000:]
     return record

@@ -22,6 +22,8 @@ from typing import Sequence
 import mxnet as mx
 import numpy as np
 
+from symbol.anchors import box_iou
+
 _TP, _FP, _IGNORE = 1, 2, 0
 
 
@@ -91,34 +93,6 @@ class MultiBoxMetric(mx.metric.EvalMetric):
     def get_global(self) -> tuple[list[str], list[float]]:
         """Values since the last full reset (NaN when no anchor was counted)."""
         return list(self.names), self._ratio(self.global_sum_metric, self.global_num_inst)
-
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of corner boxes in normalised coordinates (no +1 on widths).
-
-    Parameters
-    ----------
-    boxes_a : np.ndarray
-        (..., N, 4) ``[x1, y1, x2, y2]``.
-    boxes_b : np.ndarray
-        (..., M, 4), same leading dimensions.
-
-    Returns
-    -------
-    np.ndarray
-        (..., N, M) intersection over union; 0 where the union is empty.
-    """
-    a = boxes_a[..., :, None, :]                            # (..., N, 1, 4)
-    b = boxes_b[..., None, :, :]                            # (..., 1, M, 4)
-    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = inter_w * inter_h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    return iou
 
 
 def voc_area_ap(recall: np.ndarray, precision: np.ndarray) -> float:

@@ -17,8 +17,7 @@ import mxnet as mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from checkpoint import (atomic_write, list_checkpoint_epochs, load_arg_aux,
-                        load_symbol_file)
+from checkpoint import atomic_write, load_arg_aux, load_symbol_file
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +77,9 @@ def load_params(model_prefix: str, epoch: int) -> tuple[dict, dict]:
     ValueError
         The file is truncated, corrupt or not a named-parameter file.
     """
-    epochs = list_checkpoint_epochs(model_prefix)
-    hint = "" if epochs else ("no checkpoint exists for this prefix (check --prefix, --network "
-                              "and --data-shape)")
     return load_arg_aux(f"{model_prefix}-{epoch:04d}.params", "--prefix/--epoch", model_prefix,
-                        hint)
+                        none_hint="no checkpoint exists for this prefix (check --prefix, "
+                                  "--network and --data-shape)")
 
 
 def check_params(symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict,

@@ -79,14 +79,32 @@ def layer_anchors(network: str, data_shape: int, sizes: Sequence[Sequence[float]
     return layers
 
 
-def iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """(G, N) IoU of every box with every anchor (both ``[x1, y1, x2, y2]``)."""
-    top_left = np.maximum(boxes[:, None, :2], anchors[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], anchors[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_b = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    area_a = np.prod(anchors[:, 2:] - anchors[:, :2], axis=1)
-    return inter / (area_b[:, None] + area_a[None, :] - inter)
+def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of corner boxes in normalised coordinates (no +1 on widths).
+
+    Parameters
+    ----------
+    boxes_a : np.ndarray
+        (..., N, 4) ``[x1, y1, x2, y2]``.
+    boxes_b : np.ndarray
+        (..., M, 4), same leading dimensions.
+
+    Returns
+    -------
+    np.ndarray
+        (..., N, M) intersection over union; 0 where the union is empty.
+    """
+    a = boxes_a[..., :, None, :]                            # (..., N, 1, 4)
+    b = boxes_b[..., None, :, :]                            # (..., 1, M, 4)
+    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return iou
 
 
 def _layer_match(boxes: np.ndarray, anchors: np.ndarray, thresh: float,
@@ -95,7 +113,7 @@ def _layer_match(boxes: np.ndarray, anchors: np.ndarray, thresh: float,
     best = np.zeros(len(boxes))
     count = np.zeros(len(boxes), dtype=np.int64)
     for start in range(0, len(boxes), chunk):
-        overlaps = iou(boxes[start:start + chunk], anchors)
+        overlaps = box_iou(boxes[start:start + chunk], anchors)      # (chunk, N)
         best[start:start + chunk] = overlaps.max(axis=1)
         count[start:start + chunk] = (overlaps >= thresh).sum(axis=1)
     return best, count

@@ -160,7 +160,7 @@ def test_coverage_counts_boxes_with_an_anchor_at_the_threshold():
     result = anchor_tool.coverage(boxes, layers, thresh=0.5)
     assert result["boxes"] == 3
     # the thin sliver matches no anchor; the two clipped anchor boxes match at least themselves
-    best = anchor_tool.iou(boxes, every).max(axis=1)
+    best = anchor_tool.box_iou(boxes, every).max(axis=1)
     assert result["covered"] == int((best >= 0.5).sum()) and best[2] < 0.5
     assert sum(layer["covered"] >= 0 for layer in result["per_layer"]) == len(layers)
 

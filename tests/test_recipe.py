@@ -38,8 +38,8 @@ def _anchors(network: str, side: int) -> np.ndarray:
 
 def _best_iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """(G,) best IoU of each box with any anchor."""
-    from symbol.anchors import iou
-    return iou(boxes, anchors).max(axis=1)
+    from symbol.anchors import box_iou
+    return box_iou(boxes, anchors).max(axis=1)
 
 
 def test_recipe_settings_are_valid_for_the_preset():
