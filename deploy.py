@@ -20,7 +20,7 @@ from config.runtime import setup_threads
 setup_threads()
 import mxnet as mx  # noqa: E402  (after setup_threads)
 
-from checkpoint import load_param_file  # noqa: E402
+from checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
 
 logger = logging.getLogger("deploy")
@@ -90,16 +90,11 @@ def check_params(symbol: mx.sym.Symbol, data_shape: int, arg_params: dict, aux_p
 
 def _save_atomically(save_prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_params: dict,
                      aux_params: dict) -> tuple[str, str]:
-    """Write ``-symbol.json`` and ``-%04d.params`` via temporary names in the same folder."""
+    """Write ``-symbol.json`` and ``-%04d.params`` through :mod:`checkpoint`'s atomic writes."""
     json_path = f"{save_prefix}-symbol.json"
     params_path = f"{save_prefix}-{epoch:04d}.params"
-    tmp_json, tmp_params = json_path + ".tmp", params_path + ".tmp"
-    symbol.save(tmp_json)
-    saved = {f"arg:{k}": v for k, v in arg_params.items()}
-    saved.update({f"aux:{k}": v for k, v in aux_params.items()})
-    mx.nd.save(tmp_params, saved)
-    os.replace(tmp_json, json_path)
-    os.replace(tmp_params, params_path)
+    atomic_write(json_path, symbol.save)
+    save_params(params_path, arg_params, aux_params)
     return json_path, params_path
 
 
@@ -158,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FileWriteError as err:        # disk full, file size limit: names the file
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"Saved model: {json_path}")
     print(f"Saved params: {params_path}")
     return 0

@@ -29,6 +29,8 @@ setup_threads()
 
 import mxnet as mx  # noqa: E402
 
+from checkpoint import atomic_write, load_param_file  # noqa: E402
+
 
 def parse_epochs(value: str) -> list[int]:
     """``'56-60'`` or ``'56,58,60'`` -> sorted distinct positive epochs."""
@@ -67,7 +69,7 @@ def average_checkpoints(prefix: str, epochs: list[int], output_prefix: str) -> s
                                 "not found (train with --save-period 1 to keep every epoch)")
     total: dict[str, mx.nd.NDArray] = {}
     for path in paths:
-        params = mx.nd.load(path)
+        params = load_param_file(path, f"--prefix {prefix} --epochs")
         if total and set(params) != set(total):
             raise ValueError(f"{path} holds other parameters than {paths[0]}: not one network")
         for name, value in params.items():
@@ -78,7 +80,7 @@ def average_checkpoints(prefix: str, epochs: list[int], output_prefix: str) -> s
     mean = {name: value / len(paths) for name, value in total.items()}
     out_path = f"{output_prefix}-{epochs[-1]:04d}.params"
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    mx.nd.save(out_path, mean)
+    atomic_write(out_path, lambda tmp: mx.nd.save(tmp, mean))   # may replace an input
     symbol = f"{prefix}-symbol.json"
     if os.path.isfile(symbol) and os.path.abspath(output_prefix) != os.path.abspath(prefix):
         shutil.copyfile(symbol, f"{output_prefix}-symbol.json")
