@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -59,13 +59,20 @@ class DetectionModule(mx.mod.Module):
       one (as ``BucketingModule`` does), so the outputs are identical;
     * ``score`` validates with ``infer_symbol`` (``get_symbol``: softmax + NMS) bound once on
       the same contexts and fed the current parameters, through
-      ``evaluate.evaluate_net.score_detections``; then calls ``after_validation``.
+      ``evaluate.evaluate_net.score_detections``; then calls ``after_validation``;
+    * ``param_order`` (the saved graph's ``list_arguments()``): the optimizer state is keyed
+      by parameter position; ``save_optimizer_states`` / ``--resume`` write and read it in
+      this order, whatever order the bound graph lists its parameters in
+      (``get_symbol_train(fast_ops=True)`` lists them in another), so ``.states`` files
+      stay interchangeable.
     """
 
     def __init__(self, symbol: mx.sym.Symbol, *, infer_symbol: mx.sym.Symbol | None = None,
                  nan_policy: str = "stop", begin_epoch: int = 0, states_path: str | None = None,
-                 trim_label_rows: bool = True, **kwargs: Any) -> None:
+                 trim_label_rows: bool = True, param_order: Sequence[str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(symbol, **kwargs)
+        self._state_order = [name for name in (param_order or ()) if name in self._param_names]
         self.trim_label_rows = trim_label_rows
         self._row_groups: dict[int, Any] = {}     # label rows -> executor group
         self._base_rows: int | None = None        # label rows of the bound executors
@@ -190,7 +197,38 @@ class DetectionModule(mx.mod.Module):
                 raise ValueError(f"--resume: optimizer state {self.states_path} is not readable "
                                  f"(truncated or corrupt: {type(err).__name__}); delete it to "
                                  f"resume with fresh momentum") from None
+            mapping = None if self._update_on_kvstore else self._state_key_map()
+            if mapping:
+                inverse = {saved: here for here, saved in mapping.items()}
+                updater.states = {inverse.get(k, k): v for k, v in updater.states.items()}
+                updater.states_synced = dict.fromkeys(updater.states, False)
             self.logger.info("Restored optimizer state from %s", self.states_path)
+
+    def _state_key_map(self) -> dict[int, int] | None:
+        """Local updater key here -> key in ``param_order``; None when they are the same.
+
+        ``Module`` keys the local updater's states ``i * num_devices + k`` (parameter ``i`` of
+        the bound graph, device ``k``). A kvstore updater keys them by name: no mapping.
+        """
+        if not self._state_order:
+            return None
+        here = {name: i for i, name in enumerate(self._param_names)}
+        devices = len(self._context)
+        mapping = {here[name] * devices + k: j * devices + k
+                   for j, name in enumerate(self._state_order) for k in range(devices)}
+        return None if all(a == b for a, b in mapping.items()) else mapping
+
+    def save_optimizer_states(self, fname: str) -> None:  # noqa: D102
+        mapping = None if self._update_on_kvstore else self._state_key_map()
+        if not mapping or self._updater is None:
+            super().save_optimizer_states(fname)
+            return
+        states = self._updater.states
+        self._updater.states = {mapping.get(k, k): v for k, v in states.items()}
+        try:
+            super().save_optimizer_states(fname)
+        finally:
+            self._updater.states = states
 
     # -- non-finite guard ---------------------------------------------------------------
     def _guarded_arrays(self) -> list[tuple[str, mx.nd.NDArray]]:

@@ -460,6 +460,7 @@ def fit(symbol: mx.sym.Symbol, train_iter: mx.io.DataIter, val_iter: mx.io.DataI
                          "update would desynchronise the workers); use --nan-policy stop")
     module = DetectionModule(symbol, infer_symbol=infer_symbol, nan_policy=nan_policy,
                              begin_epoch=begin_epoch, states_path=states_path,
+                             param_order=save_symbol.list_arguments(),
                              label_names=("label",), context=contexts,
                              fixed_param_names=fixed_param_names, logger=logging.getLogger())
     writer = open_tensorboard(tensorboard) if rank == 0 else None

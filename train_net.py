@@ -389,7 +389,8 @@ def train_net(net, train_path, num_classes, batch_size,
     anchor_overrides = _anchor_overrides(anchors, net, side, train_path, rank)
     train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                  force_suppress=force, nms_topk=nms_topk, with_det=False,
-                                 minimum_negative_samples=min_neg_samples, **anchor_overrides)
+                                 minimum_negative_samples=min_neg_samples, fast_ops=True,
+                                 **anchor_overrides)
     save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                 force_suppress=force, nms_topk=nms_topk, with_det=True,
                                 minimum_negative_samples=min_neg_samples, **anchor_overrides)

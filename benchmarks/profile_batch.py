@@ -125,7 +125,8 @@ def worker(cfg: dict) -> dict:
     it = DetRecordIter(cfg["rec"], batch_size, size, mean_pixels=REFERENCE_MEAN,
                        **dict(aug.train))
     batches = [it.next() for _ in range(2)]
-    sym = get_symbol_train(network, size, cfg["num_class"], nms_thresh=0.45, with_det=False)
+    sym = get_symbol_train(network, size, cfg["num_class"], nms_thresh=0.45, with_det=False,
+                           fast_ops=True)                 # the graph train.py binds
     module = DetectionModule(sym, label_names=("label",), context=[mx.cpu()])
     module.bind(it.provide_data, it.provide_label)
     module.init_params(mx.init.Xavier())

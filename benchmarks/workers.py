@@ -150,8 +150,9 @@ def worker_compute(cfg: dict) -> dict:
     it = DetRecordIter(cfg["rec"], batch_size, cfg["data_shape"], mean_pixels=REFERENCE_MEAN,
                        label_pad_width=cfg["label_width"], **dict(aug.train))
     batch = it.next()
+    # the graph train.py binds (fast head) unless emulating the original's settings
     sym = get_symbol_train(cfg["network"], cfg["data_shape"], cfg["num_class"], nms_thresh=0.45,
-                           with_det=cfg["with_det"])
+                           with_det=cfg["with_det"], fast_ops=not cfg.get("baseline", False))
     module = mx.mod.Module(sym, label_names=("label",), context=mx.cpu())
     module.bind(it.provide_data, it.provide_label)
     module.init_params(mx.init.Xavier())

@@ -26,7 +26,7 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
                 sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]],
                 normalizations: Sequence[float], steps: Sequence[float] = (),
                 min_filter: int = 128, backbone_args: dict | None = None,
-                extra_batchnorm: bool = False
+                extra_batchnorm: bool = False, fast_ops: bool = False
                 ) -> tuple[mx.sym.Symbol, mx.sym.Symbol, mx.sym.Symbol]:
     """Body, extra layers and multibox heads.
 
@@ -42,6 +42,8 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
         BatchNorm in the extra layers (``symbol_factory.get_config``).
     backbone_args : dict, optional
         Keyword arguments of the backbone's ``get_body`` (``num_layers`` for resnet).
+    fast_ops : bool
+        Training-speed forms of the head (``symbol.common.multibox_layer``).
 
     Returns
     -------
@@ -57,7 +59,7 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
                                  min_filter=min_filter, extra_batchnorm=extra_batchnorm)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios,
                           normalizations=normalizations, num_channels=num_filters,
-                          steps=steps, clip=False)
+                          steps=steps, clip=False, fast_ops=fast_ops)
 
 
 def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchors: mx.sym.Symbol,
@@ -71,7 +73,8 @@ def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchors: mx.sy
 
 def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool = False,
                      nms_topk: int = 400, with_det: bool = True,
-                     minimum_negative_samples: int = 0, **config) -> mx.sym.Symbol:
+                     minimum_negative_samples: int = 0, fast_ops: bool = False,
+                     **config) -> mx.sym.Symbol:
     """Training graph: ``cls_prob``, ``loc_loss``, ``cls_label`` and (``with_det``) ``det_out``.
 
     Parameters
@@ -85,6 +88,9 @@ def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: 
     minimum_negative_samples : int
         MultiBoxTarget's minimum number of mined negatives per image (zhreshold's
         ``min_neg_samples``); above 0 images without objects also train the background.
+    fast_ops : bool
+        Training-speed forms of the head, same parameters (``symbol.common.multibox_layer``);
+        for the graph that is bound to train, not for the one that is saved.
     **config
         Network settings (see ``build_heads``).
 
@@ -96,7 +102,8 @@ def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: 
         ``[cls, x1, y1, x2, y2(, difficult)]`` normalised, rows of -1 as padding.
     """
     label = mx.sym.Variable("label")
-    loc_preds, cls_preds, anchors = build_heads(num_classes=num_classes, **config)
+    loc_preds, cls_preds, anchors = build_heads(num_classes=num_classes, fast_ops=fast_ops,
+                                                **config)
     loc_target, loc_mask, cls_target = mx.sym.contrib.MultiBoxTarget(
         anchors, label, cls_preds, overlap_threshold=0.5, ignore_label=-1,
         negative_mining_ratio=3, minimum_negative_samples=minimum_negative_samples,

@@ -268,7 +268,7 @@ def _check_detection_args(num_classes: int, nms_thresh: float, nms_topk: int) ->
 def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes: int,
                      nms_thresh: float = 0.5, force_suppress: bool = False, nms_topk: int = 400,
                      with_det: bool = True, minimum_negative_samples: int = 0,
-                     **kwargs) -> mx.sym.Symbol:
+                     fast_ops: bool = False, **kwargs) -> mx.sym.Symbol:
     """Training graph of a preset.
 
     Parameters
@@ -285,6 +285,10 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
         Add ``det_out``; bind for training with False (no NMS per batch), save with True.
     minimum_negative_samples : int
         Minimum mined negatives per image (0 as the original).
+    fast_ops : bool
+        Bind-for-training forms of the head: one convolution for loc + cls padded to a
+        multiple of 16 channels, the L2 normalisation as convolutions; same parameters and
+        function (``symbol.common.multibox_layer``). Keep False for the graph you save.
     **kwargs
         Config overrides, see ``get_config``.
 
@@ -301,7 +305,8 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
     return symbol_builder.get_symbol_train(
         num_classes=num_classes, nms_thresh=nms_thresh, force_suppress=bool(force_suppress),
         nms_topk=nms_topk, with_det=with_det,
-        minimum_negative_samples=int(minimum_negative_samples), **config)
+        minimum_negative_samples=int(minimum_negative_samples), fast_ops=bool(fast_ops),
+        **config)
 
 
 def get_symbol(network: str, data_shape: int | Sequence[int], num_classes: int,

@@ -103,11 +103,16 @@ def _concat_ranks(sym: mx.sym.Symbol, side: int, batch: int) -> dict[str, int]:
 
 @pytest.mark.parametrize("network,side", [("tiny", 160), ("vgg16_reduced", 300),
                                           ("mobilenet", 300), ("resnet50", 300)])
-def test_head_concats_avoid_the_leaking_mkldnn_concat(network, side):
+@pytest.mark.parametrize("fast_ops", [False, True])
+def test_head_concats_avoid_the_leaking_mkldnn_concat(network, side, fast_ops):
     # MXNet 1.9's MKL-DNN Concat (2-D and 4-D inputs) leaks native memory at every training
-    # step; the SSD head must join 3-D tensors, which MXNet's own Concat handles
-    ranks = _concat_ranks(get_symbol_train(network, side, 3, with_det=False), side, 2)
+    # step; the SSD head must join 3-D tensors, which MXNet's own Concat handles (the fast
+    # head also stacks its loc + cls weights and biases)
+    sym = get_symbol_train(network, side, 3, with_det=False, fast_ops=fast_ops)
+    ranks = _concat_ranks(sym, side, 2)
     head = {name: rank for name, rank in ranks.items() if name.startswith("multibox_")}
     assert set(head) == {"multibox_loc_concat", "multibox_cls_concat", "multibox_anchors"}
-    assert all(rank == 3 for rank in head.values()), head
-    assert ranks == head           # these trunks have no concatenation of their own
+    stacks = {name: rank for name, rank in ranks.items() if name.endswith("_stack")}
+    assert bool(stacks) == fast_ops
+    assert all(rank == 3 for rank in ranks.values()), ranks
+    assert ranks == {**head, **stacks}     # these trunks have no concatenation of their own
