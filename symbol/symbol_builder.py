@@ -43,7 +43,8 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
     backbone_args : dict, optional
         Keyword arguments of the backbone's ``get_body`` (``num_layers`` for resnet).
     fast_ops : bool
-        Training-speed forms of the head (``symbol.common.multibox_layer``).
+        Training-speed forms of the head (``symbol.common.multibox_layer``) and of the
+        backbone where it has them (``symbol.resnet.strided_projection``).
 
     Returns
     -------
@@ -54,7 +55,8 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
     anchors : mx.sym.Symbol
         (1, N, 4).
     """
-    body = get_body(backbone, backbone_args)
+    body = get_body(backbone, {**(backbone_args or {}), "fast_ops": True} if fast_ops
+                    else backbone_args)
     layers = multi_layer_feature(body, from_layers, num_filters, strides, pads,
                                  min_filter=min_filter, extra_batchnorm=extra_batchnorm)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios,

@@ -286,9 +286,10 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
     minimum_negative_samples : int
         Minimum mined negatives per image (0 as the original).
     fast_ops : bool
-        Bind-for-training forms of the head: one convolution for loc + cls padded to a
-        multiple of 16 channels, the L2 normalisation as convolutions; same parameters and
-        function (``symbol.common.multibox_layer``). Keep False for the graph you save.
+        Bind-for-training forms: one convolution for loc + cls padded to a multiple of 16
+        channels, the L2 normalisation as convolutions (``symbol.common.multibox_layer``),
+        ResNet's strided projections as slice + 1x1 (``symbol.resnet.strided_projection``);
+        same parameters and function. Keep False for the graph you save.
     **kwargs
         Config overrides, see ``get_config``.
 
