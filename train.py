@@ -142,6 +142,9 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model.add_argument("--min-neg-samples", dest="min_neg_samples", type=int, default=0,
                        help="minimum mined negative anchors per image, also for images "
                             "without objects (default: 0)")
+    model.add_argument("--neg-ratio", dest="neg_ratio", type=float, default=3.0,
+                       help="hard negative mining: background anchors trained per matched "
+                            "anchor (default: 3, the original's)")
 
     devices = parser.add_argument_group("Devices")
     devices.add_argument("--gpus", type=str, default=default_gpus,
@@ -239,7 +242,8 @@ def _validate(args: argparse.Namespace) -> None:
                ">= 0 (completed epochs)"),
               ("--nms-topk", args.nms_topk, args.nms_topk > 0 or args.nms_topk == -1,
                "> 0, or -1 for all"),
-              ("--min-neg-samples", args.min_neg_samples, args.min_neg_samples >= 0, ">= 0")]
+              ("--min-neg-samples", args.min_neg_samples, args.min_neg_samples >= 0, ">= 0"),
+              ("--neg-ratio", args.neg_ratio, args.neg_ratio > 0, "> 0")]
     ranges += [(flag, value, -255 <= value <= 255, "in [-255, 255] (a pixel mean)")
                for flag, value in (("--mean-r", args.mean_r), ("--mean-g", args.mean_g),
                                    ("--mean-b", args.mean_b))]
@@ -312,7 +316,8 @@ def train_net_kwargs(args: argparse.Namespace, argv: Sequence[str] | None = None
         train_list=args.train_list, val_path=args.val_path, val_list=args.val_list,
         iter_monitor=args.monitor, monitor_pattern=args.monitor_pattern,
         log_file=args.log_file or None, kv_store=args.kv_store, optimizer=args.optimizer,
-        min_neg_samples=args.min_neg_samples, warmup_epochs=args.warmup_epochs,
+        min_neg_samples=args.min_neg_samples, neg_ratio=args.neg_ratio,
+        warmup_epochs=args.warmup_epochs,
         seed=args.seed, tensorboard=args.tensorboard, test_io=args.test_io,
         nan_policy=args.nan_policy, save_period=args.save_period, augment=args.augment,
         lr_schedule=args.lr_schedule, anchors=args.anchors,

@@ -216,7 +216,8 @@ def train_net(net, train_path, num_classes, batch_size,
               train_list="", val_path="", val_list="", iter_monitor=0,
               monitor_pattern=".*", log_file=None, *,
               kv_store: str | None = None, optimizer: str = "sgd",
-              min_neg_samples: int = 0, warmup_epochs: int = 0, seed: int | None = None,
+              min_neg_samples: int = 0, neg_ratio: float = 3.0, warmup_epochs: int = 0,
+              seed: int | None = None,
               tensorboard: str | None = None, test_io: bool = False,
               nan_policy: str = "stop", save_period: int = 1, augment: str = "ssd",
               lr_schedule: str = "step", anchors: str = "",
@@ -285,6 +286,8 @@ def train_net(net, train_path, num_classes, batch_size,
         sgd, nag, adam or rmsprop.
     min_neg_samples : int
         ``minimum_negative_samples`` of MultiBoxTarget.
+    neg_ratio : float
+        ``negative_mining_ratio`` of MultiBoxTarget (3 as the original).
     warmup_epochs : int
         Linear LR warm-up epochs.
     seed : int, optional
@@ -389,11 +392,13 @@ def train_net(net, train_path, num_classes, batch_size,
     anchor_overrides = _anchor_overrides(anchors, net, side, train_path, rank)
     train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                  force_suppress=force, nms_topk=nms_topk, with_det=False,
-                                 minimum_negative_samples=min_neg_samples, fast_ops=True,
+                                 minimum_negative_samples=min_neg_samples,
+                                 negative_mining_ratio=neg_ratio, fast_ops=True,
                                  **anchor_overrides)
     save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
                                 force_suppress=force, nms_topk=nms_topk, with_det=True,
-                                minimum_negative_samples=min_neg_samples, **anchor_overrides)
+                                minimum_negative_samples=min_neg_samples,
+                                negative_mining_ratio=neg_ratio, **anchor_overrides)
     infer_sym = get_symbol(net, side, num_classes, nms_thresh=nms_thresh, force_suppress=force,
                            nms_topk=nms_topk, **anchor_overrides)
     shapes = dict(train_iter.provide_data + train_iter.provide_label)

@@ -182,9 +182,13 @@ class DetRecordIter(mx.io.DataIter):
         if label.shape[1] < self.label_start + self.object_width:
             raise RuntimeError(f"invalid ImageDetRecordIter label of shape {label.shape}")
         end = self.label_start + self.max_objects * self.object_width
-        # (B, 4 + pad_width) -> (B, max_objects, object_width)
-        label = label[:, self.label_start:end].reshape(
-            (self.batch_size, self.max_objects, self.object_width))
+        # (B, 4 + pad_width) -> (B, max_objects, object_width), sliced on the host: the C++
+        # iterator's array is ready, while an NDArray slice would queue behind the training
+        # operators already pushed, and the first read of the label (DetectionModule's row
+        # trim) would then wait for the previous batch's update (docs/SPEED.md, issue 18)
+        rows = label.asnumpy()[:, self.label_start:end]
+        label = mx.nd.array(rows.reshape((self.batch_size, self.max_objects, self.object_width)),
+                            dtype=rows.dtype)
         return mx.io.DataBatch(data=batch.data, label=[label], pad=batch.pad, index=batch.index,
                                provide_data=self.provide_data, provide_label=self.provide_label)
 

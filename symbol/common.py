@@ -126,9 +126,9 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
         Clip anchors to the image.
     fast_ops : bool
         Training-speed forms with the same parameters (names, shapes) and the same function
-        up to float rounding: :func:`fused_predictions` and :func:`scaled_l2_normalization`
-        (docs/SPEED.md). The graphs that are saved, evaluated and deployed keep the plain
-        operators.
+        up to float rounding: :func:`fused_predictions`, :func:`scaled_l2_normalization`, and
+        no (zero) gradient through MultiBoxPrior (docs/SPEED.md). The graphs that are saved,
+        evaluated and deployed keep the plain operators.
 
     Returns
     -------
@@ -175,6 +175,10 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
                                               name=f"{name}_{kind}_pred_rows"))
 
         step = (steps[k], steps[k]) if steps else (-1.0, -1.0)
+        if fast_ops:
+            # anchors depend on the map's shape only: MultiBoxPrior's backward writes a zero
+            # gradient of the whole feature map, which is then summed into its real gradient
+            layer = mx.sym.BlockGrad(layer, name=f"{name}_anchor_input")
         anchors = mx.sym.contrib.MultiBoxPrior(layer, sizes=_tuple_str(sizes[k]),
                                                ratios=_tuple_str(ratios[k]), clip=clip,
                                                steps=step, name=f"{name}_anchors")

@@ -75,8 +75,8 @@ def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchors: mx.sy
 
 def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool = False,
                      nms_topk: int = 400, with_det: bool = True,
-                     minimum_negative_samples: int = 0, fast_ops: bool = False,
-                     **config) -> mx.sym.Symbol:
+                     minimum_negative_samples: int = 0, negative_mining_ratio: float = 3.0,
+                     fast_ops: bool = False, **config) -> mx.sym.Symbol:
     """Training graph: ``cls_prob``, ``loc_loss``, ``cls_label`` and (``with_det``) ``det_out``.
 
     Parameters
@@ -90,6 +90,8 @@ def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: 
     minimum_negative_samples : int
         MultiBoxTarget's minimum number of mined negatives per image (zhreshold's
         ``min_neg_samples``); above 0 images without objects also train the background.
+    negative_mining_ratio : float
+        Background anchors trained per matched anchor, the hardest first (3 as the original).
     fast_ops : bool
         Training-speed forms of the head, same parameters (``symbol.common.multibox_layer``);
         for the graph that is bound to train, not for the one that is saved.
@@ -108,7 +110,8 @@ def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: 
                                                 **config)
     loc_target, loc_mask, cls_target = mx.sym.contrib.MultiBoxTarget(
         anchors, label, cls_preds, overlap_threshold=0.5, ignore_label=-1,
-        negative_mining_ratio=3, minimum_negative_samples=minimum_negative_samples,
+        negative_mining_ratio=negative_mining_ratio,
+        minimum_negative_samples=minimum_negative_samples,
         negative_mining_thresh=0.5, variances=VARIANCES, name="multibox_target")
 
     cls_prob = mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1,

@@ -268,7 +268,8 @@ def _check_detection_args(num_classes: int, nms_thresh: float, nms_topk: int) ->
 def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes: int,
                      nms_thresh: float = 0.5, force_suppress: bool = False, nms_topk: int = 400,
                      with_det: bool = True, minimum_negative_samples: int = 0,
-                     fast_ops: bool = False, **kwargs) -> mx.sym.Symbol:
+                     negative_mining_ratio: float = 3.0, fast_ops: bool = False,
+                     **kwargs) -> mx.sym.Symbol:
     """Training graph of a preset.
 
     Parameters
@@ -285,6 +286,8 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
         Add ``det_out``; bind for training with False (no NMS per batch), save with True.
     minimum_negative_samples : int
         Minimum mined negatives per image (0 as the original).
+    negative_mining_ratio : float
+        Mined negatives per matched anchor (3 as the original).
     fast_ops : bool
         Bind-for-training forms: one convolution for loc + cls padded to a multiple of 16
         channels, the L2 normalisation as convolutions (``symbol.common.multibox_layer``),
@@ -303,10 +306,13 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
     _check_detection_args(num_classes, nms_thresh, nms_topk)
     if minimum_negative_samples < 0:
         raise ValueError(f"minimum_negative_samples = {minimum_negative_samples} must be >= 0")
+    if not negative_mining_ratio > 0:
+        raise ValueError(f"negative_mining_ratio = {negative_mining_ratio} must be > 0")
     return symbol_builder.get_symbol_train(
         num_classes=num_classes, nms_thresh=nms_thresh, force_suppress=bool(force_suppress),
         nms_topk=nms_topk, with_det=with_det,
-        minimum_negative_samples=int(minimum_negative_samples), fast_ops=bool(fast_ops),
+        minimum_negative_samples=int(minimum_negative_samples),
+        negative_mining_ratio=float(negative_mining_ratio), fast_ops=bool(fast_ops),
         **config)
 
 

@@ -426,6 +426,7 @@ TRAIN_FLAG_CASES = [
     ("--nms-topk", "0", ("--nms-topk 0", "-1 for all")),
     ("--nms-topk", "-5", ("--nms-topk -5", "-1 for all")),
     ("--min-neg-samples", "-1", ("--min-neg-samples -1", ">= 0")),
+    ("--neg-ratio", "0", ("--neg-ratio 0", "> 0")),
     ("--cpus", "0", ("--cpus 0", ">= 1")),
     ("--save-period", "0", ("--save-period 0", "positive")),
     ("--frequent", "0", ("--frequent 0", "positive")),

@@ -116,3 +116,22 @@ def test_head_concats_avoid_the_leaking_mkldnn_concat(network, side, fast_ops):
     assert bool(stacks) == fast_ops
     assert all(rank == 3 for rank in ranks.values()), ranks
     assert ranks == {**head, **stacks}     # these trunks have no concatenation of their own
+
+
+@pytest.mark.parametrize("ratio", [3.0, 6.0])
+def test_negative_mining_ratio_reaches_multibox_target(ratio):
+    sym = get_symbol_train("tiny", 128, 2, with_det=False, negative_mining_ratio=ratio)
+    node = next(n for n in json.loads(sym.tojson())["nodes"]
+                if n["op"] == "_contrib_MultiBoxTarget")
+    assert float(node["attrs"]["negative_mining_ratio"]) == ratio
+    # more mined background anchors per image: more cls targets of 0
+    mod_targets = []
+    for value in (3.0, ratio * 2):
+        graph = get_symbol_train("tiny", 128, 2, with_det=False, negative_mining_ratio=value)
+        ex = graph.simple_bind(mx.cpu(), data=(2, 3, 128, 128), label=(2, 3, 6), grad_req="null")
+        for name, array in ex.arg_dict.items():
+            array[:] = _label(2) if name == "label" else np.random.default_rng(0).normal(
+                size=array.shape) * 0.01
+        ex.forward(is_train=True)
+        mod_targets.append(int((ex.outputs[2].asnumpy() == 0).sum()))
+    assert mod_targets[1] > mod_targets[0]

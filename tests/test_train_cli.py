@@ -47,7 +47,8 @@ def test_help_lists_every_flag():
     text = train.get_parser().format_help()
     for flag in ("--train-path", "--val-path", "--label-width", "--lr-steps", "--lr-factor",
                  "--warmup-epochs", "--seed", "--tensorboard", "--test-io", "--nan-policy",
-                 "--save-period", "--optimizer", "--kv-store", "--cpus", "--min-neg-samples"):
+                 "--save-period", "--optimizer", "--kv-store", "--cpus", "--min-neg-samples",
+                 "--neg-ratio"):
         assert flag in text, flag
 
 
