@@ -46,6 +46,8 @@ PHOTO_RECIPE = {
     "end_epoch": 60,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
+    "neg_ratio": 6,         # hard negatives per matched anchor (the original: 3): trains the
+                            # large anchors off whole-photo boxes around medium-sized objects
     "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
                             # anchors of tools/anchors.py are used instead of the preset's
     "average_epochs": 1,    # 1: the last epoch's weights (averaging the last 5 scored lower)
@@ -85,6 +87,7 @@ def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "") 
              "--warmup-epochs", str(r["warmup_epochs"]), "--lr-schedule", r["lr_schedule"],
              "--wd", str(r["wd"]), "--freeze", "", "--pretrained", "", "--seed", str(r["seed"]),
              "--end-epoch", str(end_epoch), "--augment", r["augment"],
+             "--neg-ratio", str(r["neg_ratio"]),
              "--save-period", "1" if r["average_epochs"] > 1 else "10"]
     if anchors_file:
         flags += ["--anchors", anchors_file]
