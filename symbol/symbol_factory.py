@@ -312,7 +312,11 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
         num_classes=num_classes, nms_thresh=nms_thresh, force_suppress=bool(force_suppress),
         nms_topk=nms_topk, with_det=with_det,
         minimum_negative_samples=int(minimum_negative_samples),
-        negative_mining_ratio=float(negative_mining_ratio), fast_ops=bool(fast_ops),
+        # a whole ratio is written as the original wrote it ("3", not "3.0") in -symbol.json
+        negative_mining_ratio=(int(negative_mining_ratio)
+                               if float(negative_mining_ratio).is_integer()
+                               else float(negative_mining_ratio)),
+        fast_ops=bool(fast_ops),
         **config)
 
 
