@@ -349,100 +349,103 @@ def train_net(net, train_path, num_classes, batch_size,
                     rank, num_workers, kv.type)
     logger.info("Threads: OMP_NUM_THREADS=%s; contexts %s", os.environ.get("OMP_NUM_THREADS"),
                 ", ".join(str(c) for c in ctx))
-    # one writer per prefix: a second run refuses now; the kernel frees the lock of a dead run
+    # one writer per prefix: a second run refuses now; the kernel frees the lock of a dead run,
+    # and an error anywhere below (a bad record, a missing file) releases it here
     lock = checkpoint.PrefixLock(prefix).acquire() if rank == 0 and not test_io else None
-    if lock is not None:
-        checkpoint.remove_stale_temporaries(prefix)
-    if resume == checkpoint.LAST:
-        resume = _last_epoch(prefix)
-    _seed_everything(seed)
-
-    # 1. iterators: bad records are found (and left out with skip) before MXNet reads them
-    train_records = select_records(train_path, bad_records, "--train-path")
-    val_records = select_records(val_path, bad_records, "--val-path") if val_path else None
-    train_path = train_records.path
-    val_path = val_records.path if val_records else val_path
-    label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
-    if train_list:        # the list decides which images are read
-        check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
-    else:
-        check_batch_size(batch_size, count_records(train_path), train_path, num_workers)
-    if num_example is None:
-        num_example = count_records(train_path)
-        logger.info("Epoch size: %d images (from %s.idx)", num_example,
-                    os.path.splitext(train_path)[0])
-    start_epoch = begin_epoch
-    if resume == checkpoint.INTERRUPTED:
-        saved_epoch = checkpoint.interrupted_epoch(prefix)      # refuses a stale checkpoint
-        start_epoch = begin_epoch if saved_epoch is None else saved_epoch
-    elif isinstance(resume, int) and resume >= 0:
-        start_epoch = resume
-    train_iter, val_iter = _make_iterators(
-        train_path, val_path, train_list, val_list, batch_size, data_shape, mean_pixels,
-        label_width, num_workers, rank, seed, start_epoch, augment)
-    if test_io:
-        measure_io(train_iter, frequent)
-        return None
-    if kv is not None:
-        train_iter = _equalize_shards(train_iter, kv.type, num_example, num_workers, batch_size)
-
-    # 2. symbols: train without NMS, save with det_out, validate with the inference graph
-    force = bool(force_suppress or force_nms)
-    side = data_shape[1]
-    anchor_overrides = _anchor_overrides(anchors, net, side, train_path, rank)
-    train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
-                                 force_suppress=force, nms_topk=nms_topk, with_det=False,
-                                 minimum_negative_samples=min_neg_samples,
-                                 negative_mining_ratio=neg_ratio, fast_ops=True,
-                                 **anchor_overrides)
-    save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
-                                force_suppress=force, nms_topk=nms_topk, with_det=True,
-                                minimum_negative_samples=min_neg_samples,
-                                negative_mining_ratio=neg_ratio, **anchor_overrides)
-    infer_sym = get_symbol(net, side, num_classes, nms_thresh=nms_thresh, force_suppress=force,
-                           nms_topk=nms_topk, **anchor_overrides)
-    shapes = dict(train_iter.provide_data + train_iter.provide_label)
-    arg_shapes, _, aux_shapes = train_sym.infer_shape(**shapes)
-    arg_shapes = {n: tuple(s) for n, s in zip(train_sym.list_arguments(), arg_shapes)
-                  if n not in shapes}
-    aux_shapes = {n: tuple(s) for n, s in zip(train_sym.list_auxiliary_states(), aux_shapes)}
-
-    # 3. parameters to load and freeze
-    loaded = load_start_params(net, prefix, resume, finetune, pretrained, epoch, begin_epoch,
-                          arg_shapes, aux_shapes, freeze_layer_pattern)
-    begin_epoch = loaded["begin_epoch"]
-    fixed = loaded["fixed_param_names"]
-    if fixed:
-        logger.info("Frozen parameters (%d): %s", len(fixed), ", ".join(fixed))
-
-    # 4. fit
-    lr, lr_scheduler = fit.get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
-                                            num_example, batch_size, begin_epoch,
-                                            warmup_epochs=warmup_epochs,
-                                            num_workers=num_workers, schedule=lr_schedule,
-                                            end_epoch=end_epoch)
-    optimizer_params = fit.get_optimizer_params(optimizer, lr, momentum, weight_decay,
-                                                lr_scheduler, len(ctx), num_workers)
-    logger.info("Optimizer %s: lr %g, schedule %s, rescale_grad %g", optimizer,
-                optimizer_params["learning_rate"],
-                (lr_refactor_step if lr_schedule == "step" else lr_schedule)
-                if lr_scheduler else "none",
-                optimizer_params["rescale_grad"])
-    monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
-    metric_cls = VOC07MApMetric if voc07_metric else MApMetric
-    valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
-
-    def describe(num_images: int) -> str:
-        return describe_protocol(voc07_metric, ovp_thresh, use_difficult, nms_thresh, nms_topk,
-                                 side, num_images, force_suppress=force)
-
-    card_base = {"network": net, "data_shape": side, "num_classes": num_classes,
-                 "class_names": _jsonable(class_names), "seed": seed, "prefix": prefix,
-                 "label_width": label_width, "num_workers": num_workers,
-                 "anchors": anchor_overrides or None,
-                 "arguments": call_args,
-                 "bad_records": _bad_record_counts(bad_records, train_records, val_records)}
     try:
+        if lock is not None:
+            checkpoint.remove_stale_temporaries(prefix)
+        if resume == checkpoint.LAST:
+            resume = _last_epoch(prefix)
+        _seed_everything(seed)
+
+        # 1. iterators: bad records are found (and left out with skip) before MXNet reads them
+        train_records = select_records(train_path, bad_records, "--train-path")
+        val_records = select_records(val_path, bad_records, "--val-path") if val_path else None
+        train_path = train_records.path
+        val_path = val_records.path if val_records else val_path
+        label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
+        if train_list:        # the list decides which images are read
+            check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
+        else:
+            check_batch_size(batch_size, count_records(train_path), train_path, num_workers)
+        if num_example is None:
+            num_example = count_records(train_path)
+            logger.info("Epoch size: %d images (from %s.idx)", num_example,
+                        os.path.splitext(train_path)[0])
+        start_epoch = begin_epoch
+        if resume == checkpoint.INTERRUPTED:
+            saved_epoch = checkpoint.interrupted_epoch(prefix)      # refuses a stale checkpoint
+            start_epoch = begin_epoch if saved_epoch is None else saved_epoch
+        elif isinstance(resume, int) and resume >= 0:
+            start_epoch = resume
+        train_iter, val_iter = _make_iterators(
+            train_path, val_path, train_list, val_list, batch_size, data_shape, mean_pixels,
+            label_width, num_workers, rank, seed, start_epoch, augment)
+        if test_io:
+            measure_io(train_iter, frequent)
+            return None
+        if kv is not None:
+            train_iter = _equalize_shards(train_iter, kv.type, num_example, num_workers,
+                                          batch_size)
+
+        # 2. symbols: train without NMS, save with det_out, validate with the inference graph
+        force = bool(force_suppress or force_nms)
+        side = data_shape[1]
+        anchor_overrides = _anchor_overrides(anchors, net, side, train_path, rank)
+        train_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
+                                     force_suppress=force, nms_topk=nms_topk, with_det=False,
+                                     minimum_negative_samples=min_neg_samples,
+                                     negative_mining_ratio=neg_ratio, fast_ops=True,
+                                     **anchor_overrides)
+        save_sym = get_symbol_train(net, side, num_classes, nms_thresh=nms_thresh,
+                                    force_suppress=force, nms_topk=nms_topk, with_det=True,
+                                    minimum_negative_samples=min_neg_samples,
+                                    negative_mining_ratio=neg_ratio, **anchor_overrides)
+        infer_sym = get_symbol(net, side, num_classes, nms_thresh=nms_thresh, force_suppress=force,
+                               nms_topk=nms_topk, **anchor_overrides)
+        shapes = dict(train_iter.provide_data + train_iter.provide_label)
+        arg_shapes, _, aux_shapes = train_sym.infer_shape(**shapes)
+        arg_shapes = {n: tuple(s) for n, s in zip(train_sym.list_arguments(), arg_shapes)
+                      if n not in shapes}
+        aux_shapes = {n: tuple(s) for n, s in zip(train_sym.list_auxiliary_states(), aux_shapes)}
+
+        # 3. parameters to load and freeze
+        loaded = load_start_params(net, prefix, resume, finetune, pretrained, epoch, begin_epoch,
+                              arg_shapes, aux_shapes, freeze_layer_pattern)
+        begin_epoch = loaded["begin_epoch"]
+        fixed = loaded["fixed_param_names"]
+        if fixed:
+            logger.info("Frozen parameters (%d): %s", len(fixed), ", ".join(fixed))
+
+        # 4. fit
+        lr, lr_scheduler = fit.get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
+                                                num_example, batch_size, begin_epoch,
+                                                warmup_epochs=warmup_epochs,
+                                                num_workers=num_workers, schedule=lr_schedule,
+                                                end_epoch=end_epoch)
+        optimizer_params = fit.get_optimizer_params(optimizer, lr, momentum, weight_decay,
+                                                    lr_scheduler, len(ctx), num_workers)
+        logger.info("Optimizer %s: lr %g, schedule %s, rescale_grad %g", optimizer,
+                    optimizer_params["learning_rate"],
+                    (lr_refactor_step if lr_schedule == "step" else lr_schedule)
+                    if lr_scheduler else "none",
+                    optimizer_params["rescale_grad"])
+        monitor = (mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0
+                   else None)
+        metric_cls = VOC07MApMetric if voc07_metric else MApMetric
+        valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
+
+        def describe(num_images: int) -> str:
+            return describe_protocol(voc07_metric, ovp_thresh, use_difficult, nms_thresh, nms_topk,
+                                     side, num_images, force_suppress=force)
+
+        card_base = {"network": net, "data_shape": side, "num_classes": num_classes,
+                     "class_names": _jsonable(class_names), "seed": seed, "prefix": prefix,
+                     "label_width": label_width, "num_workers": num_workers,
+                     "anchors": anchor_overrides or None,
+                     "arguments": call_args,
+                     "bad_records": _bad_record_counts(bad_records, train_records, val_records)}
         return fit.fit(train_sym, train_iter, val_iter, contexts=list(ctx), prefix=prefix,
                        begin_epoch=begin_epoch, end_epoch=end_epoch,
                        arg_params=loaded["arg_params"], aux_params=loaded["aux_params"],

@@ -495,6 +495,21 @@ def test_prefix_lock_refuses_another_process_and_dies_with_it(tmp_path):
     assert Path(prefix + ".lock").read_text() == ""
 
 
+def test_train_net_releases_the_prefix_lock_when_it_fails_before_training(synth_data, tmp_path):
+    """An error between taking the lock and fit (here a batch larger than the record) must
+    not keep the lock for the rest of the process (a library caller looping over train_net)."""
+    import checkpoint
+    from conftest import tiny_train_kwargs
+    from train_net import train_net
+
+    prefix = str(tmp_path / "ssd")
+    with pytest.raises(ValueError, match="--batch-size"):
+        train_net(**tiny_train_kwargs(synth_data, prefix, batch_size=10_000))
+    lock_path = os.path.abspath(f"{prefix}_tiny_64.lock")
+    assert os.path.isfile(lock_path)               # it was taken ...
+    assert lock_path not in checkpoint.PrefixLock._held      # ... and released
+
+
 @pytest.mark.slow
 def test_second_run_on_the_same_prefix_refuses(synth_data, tmp_path):
     import checkpoint
