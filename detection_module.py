@@ -197,7 +197,7 @@ class DetectionModule(mx.mod.Module):
                 raise ValueError(f"--resume: optimizer state {self.states_path} is not readable "
                                  f"(truncated or corrupt: {type(err).__name__}); delete it to "
                                  f"resume with fresh momentum") from None
-            mapping = None if self._update_on_kvstore else self._state_key_map()
+            mapping = self._state_key_map()
             if mapping:
                 inverse = {saved: here for here, saved in mapping.items()}
                 updater.states = {inverse.get(k, k): v for k, v in updater.states.items()}
@@ -210,7 +210,7 @@ class DetectionModule(mx.mod.Module):
         ``Module`` keys the local updater's states ``i * num_devices + k`` (parameter ``i`` of
         the bound graph, device ``k``). A kvstore updater keys them by name: no mapping.
         """
-        if not self._state_order:
+        if not self._state_order or self._update_on_kvstore:
             return None
         here = {name: i for i, name in enumerate(self._param_names)}
         devices = len(self._context)
@@ -219,7 +219,7 @@ class DetectionModule(mx.mod.Module):
         return None if all(a == b for a, b in mapping.items()) else mapping
 
     def save_optimizer_states(self, fname: str) -> None:  # noqa: D102
-        mapping = None if self._update_on_kvstore else self._state_key_map()
+        mapping = self._state_key_map()
         if not mapping or self._updater is None:
             super().save_optimizer_states(fname)
             return

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):       # run by path: make the repository root importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.recipe_sweep import run_training  # noqa: E402
+from benchmarks.recipe_sweep import report_run, run_training  # noqa: E402
 
 BASE_FLAGS = {
     "--network": "tiny", "--data-shape": "256", "--batch-size": "8", "--lr": "0.1",
@@ -140,14 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for name in names:
-        record = run_variant(name, args)
-        with open(Path(args.out) / "results.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(f"{name}: final mAP {record['final_map']}, best {record['best_map']}, train "
-              f"{record['train_minutes']} min, wall {record['wall_minutes']} min, load "
-              f"{record['load_start']}->{record['load_end']}, rc {record['returncode']}", flush=True)
-        if record["returncode"] != 0:
-            print(record.get("error", ""), file=sys.stderr)
+        report_run(name, run_variant(name, args), Path(args.out) / "results.jsonl")
     return 0
 
 

@@ -183,6 +183,19 @@ def run_training(cmd: list[str], log_path: Path) -> dict:
     return record
 
 
+def report_run(name: str, record: dict, results: Path) -> None:
+    """Append ``record`` to the ``results`` JSON-lines file and print its summary line."""
+    with results.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    load = (f", load {record['load_start']}->{record['load_end']}"
+            if "load_start" in record else "")
+    print(f"{name}: final mAP {record['final_map']}, best {record['best_map']}, "
+          f"train {record['train_minutes']} min, wall {record['wall_minutes']} min{load}, "
+          f"rc {record['returncode']}", flush=True)
+    if record["returncode"] != 0:
+        print(record.get("error", ""), file=sys.stderr)
+
+
 def collect_runs(out_dir: Path) -> list[dict]:
     """Records of every run folder under ``out_dir`` from its train.log (finished or stopped)."""
     records = []
@@ -273,14 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in variants:
-        record = run_variant(name, data, args.epochs, out_dir, class_names)
-        with results.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(f"{name}: final mAP {record['final_map']}, best {record['best_map']}, "
-              f"train {record['train_minutes']} min, wall {record['wall_minutes']} min, "
-              f"rc {record['returncode']}", flush=True)
-        if record["returncode"] != 0:
-            print(record.get("error", ""), file=sys.stderr)
+        report_run(name, run_variant(name, data, args.epochs, out_dir, class_names), results)
     return 0
 
 
