@@ -1,0 +1,67 @@
+"""Append four-photo mosaics to a copy of a training record (small sets of real photos).
+
+Each mosaic shows four training photos, shrunk and cut around a random centre point, so the
+network sees more medium and small objects among real backgrounds (``dataset/mosaic.py``
+explains the rules; docs/RECIPE.md the runs that chose it). The output holds the source
+records first, unchanged, then the mosaics; train on it with ``train.py --train-path``.
+Example (the real-photo recipe, ``tools/train_photos.py``, runs this step)::
+
+    python tools/mosaic.py output/photos/train.rec --output output/photos/train_mosaic.rec \\
+        --copies 2 --seed 1
+
+Use it for training records only: a validation or test record must stay as the photos are.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):       # run by path: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+from config.runtime import setup_threads  # noqa: E402
+
+setup_threads()
+
+from checkpoint import FileWriteError  # noqa: E402
+from dataset.mosaic import write_mosaic_rec  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line parser."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("rec", help="packed training record (.rec with its .idx)")
+    p.add_argument("--output", required=True, help="record to write (.rec; its .idx beside it)")
+    p.add_argument("--copies", type=float, default=2.0,
+                   help="mosaics per source photo (the epoch grows by this factor)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the photo choice and layout")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.0), metavar=("LOW", "HIGH"),
+                   help="each photo's longest side in the mosaic, as a share of its side")
+    p.add_argument("--min-visible", type=float, default=0.5,
+                   help="a box cut by its quadrant is kept when this share of it shows")
+    p.add_argument("--side", type=int, default=0,
+                   help="mosaic side in px (0: the longest side of the source images)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = get_parser().parse_args(argv)
+    try:
+        report = write_mosaic_rec(args.rec, args.output, copies=args.copies, seed=args.seed,
+                                  scale=tuple(args.scale), min_visible=args.min_visible,
+                                  side=args.side, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, FileWriteError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.out_rec}: {report.num_photos} photos + {report.num_mosaics} mosaics "
+          f"of {report.side} px; boxes in the mosaics {report.boxes_kept}, dropped (cut to less "
+          f"than {args.min_visible:g} of their area) {report.boxes_dropped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
