@@ -132,3 +132,17 @@ def test_cli_refuses_to_overwrite_its_source(synth_data):
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "must differ from the source" in proc.stderr
     assert _digest(synth_data.train_rec) == before
+
+
+def test_cli_writes_the_record_and_a_preview(synth_data, tmp_path):
+    import cv2
+
+    out, preview = tmp_path / "m.rec", tmp_path / "preview.png"
+    proc = subprocess.run([sys.executable, "tools/mosaic.py", synth_data.train_rec,
+                           "--output", str(out), "--copies", "0.5", "--side", "96",
+                           "--preview", str(preview), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{synth_data.num_train} photos + " in proc.stdout
+    image = cv2.imread(str(preview))
+    assert image is not None and image.shape[:2] == (192, 192)     # 2 x 2 mosaics of 96 px

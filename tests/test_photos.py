@@ -15,6 +15,7 @@ from PIL import Image
 
 from dataset.image_info import boxes_to_stored, read_image_info
 from dataset.imdb import CheckReport
+from dataset.recordio_utils import count_records
 from dataset.pascal_voc import PascalVoc, parse_voc_xml
 from symbol import anchors as anchor_tool
 from tools.prepare_dataset import format_summary, prepare_dataset
@@ -219,7 +220,8 @@ def few_raccoons(tmp_path):
 
 
 def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
-    """tools/train_photos.py on 10 real photos: records, anchors, 2 epochs, evaluation, mAP."""
+    """tools/train_photos.py on 10 real photos: records, mosaics, anchors, 2 epochs, evaluation,
+    mAP."""
     work = tmp_path / "work"
     proc = subprocess.run(
         [sys.executable, "tools/train_photos.py", "--voc-root", str(few_raccoons),
@@ -234,6 +236,8 @@ def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
     assert sum(train["box_size_histogram"].values()) == train["objects"]
     log = (work / "train.log").read_text()
     assert "Anchor coverage" in log and "preset tiny" in log
+    assert "train_mosaic.rec" in log                # trained on the photos + their mosaics
+    assert count_records(str(work / "train_mosaic.rec")) > 8
     summary = json.loads((work / "photos_summary.json").read_text())
     assert 0.0 <= summary["voc07_map"] <= 1.0
     assert os.path.isfile(summary["evaluated"])      # the checkpoint that was evaluated

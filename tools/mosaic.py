@@ -43,8 +43,41 @@ def get_parser() -> argparse.ArgumentParser:
                    help="a box cut by its quadrant is kept when this share of it shows")
     p.add_argument("--side", type=int, default=0,
                    help="mosaic side in px (0: the longest side of the source images)")
+    p.add_argument("--preview", default="",
+                   help="also draw the first four mosaics with their boxes into this image file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def draw_preview(rec_path: str, first: int, path: str, count: int = 4) -> None:
+    """Draw records ``first .. first + count - 1`` of ``rec_path`` with their boxes, 2 a row."""
+    import cv2
+    import mxnet as mx
+    import numpy as np
+
+    from dataset.recordio_utils import read_idx
+
+    keys = [key for key, _ in read_idx(rec_path[:-4] + ".idx")][first:first + count]
+    reader = mx.recordio.MXIndexedRecordIO(rec_path[:-4] + ".idx", rec_path, "r")
+    tiles = []
+    for key in keys:
+        header, img = mx.recordio.unpack_img(reader.read_idx(key), cv2.IMREAD_COLOR)
+        label = np.asarray(header.label)
+        h, w = img.shape[:2]
+        for row in label[int(label[0]):].reshape(-1, int(label[1])):
+            cv2.rectangle(img, (int(row[1] * w), int(row[2] * h)),
+                          (int(row[3] * w), int(row[4] * h)), (0, 255, 0), 2)
+        tiles.append(img)
+    reader.close()
+    if not tiles:
+        return
+    side = max(max(t.shape[:2]) for t in tiles)
+    tiles = [cv2.copyMakeBorder(t, 0, side - t.shape[0], 0, side - t.shape[1],
+                                cv2.BORDER_CONSTANT, value=(255, 255, 255)) for t in tiles]
+    tiles += [np.full_like(tiles[0], 255)] * (len(tiles) % 2)
+    rows = [np.hstack(tiles[i:i + 2]) for i in range(0, len(tiles), 2)]
+    if not cv2.imwrite(path, np.vstack(rows)):
+        raise ValueError(f"--preview {path}: cannot write this image file (extension?)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         report = write_mosaic_rec(args.rec, args.output, copies=args.copies, seed=args.seed,
                                   scale=tuple(args.scale), min_visible=args.min_visible,
                                   side=args.side, progress=not args.quiet)
+        if args.preview and report.num_mosaics:
+            draw_preview(report.out_rec, report.num_photos, args.preview)
     except (ValueError, FileNotFoundError, FileWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {report.out_rec}: {report.num_photos} photos + {report.num_mosaics} mosaics "
           f"of {report.side} px; boxes in the mosaics {report.boxes_kept}, dropped (cut to less "
           f"than {args.min_visible:g} of their area) {report.boxes_dropped}")
+    if args.preview and report.num_mosaics:
+        print(f"drew the first mosaics with their boxes: {args.preview}")
     return 0
 
 

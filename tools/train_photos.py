@@ -5,14 +5,16 @@ Steps (each one the project's real command-line tool, echoed as it runs):
 1. ``tools/prepare_dataset.py`` on the ``trainval`` and ``test`` sets of ``--voc-root`` (images
    packed with the longest side at most ``PACK_SIDE`` px; the summary lists box sizes and any
    image skipped, and why);
-2. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
+2. ``tools/mosaic.py``: a copy of the training record with ``mosaic_copies`` four-photo mosaics
+   per photo appended (objects at half their size or less, among other photos' backgrounds);
+3. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
    fitted to the boxes (``anchors.json``), used when the preset leaves more than 5 % of the
    training boxes without an anchor of IoU >= 0.5 (``min_coverage``);
-3. ``train.py`` with the real-photo recipe below, from scratch;
-4. ``tools/average_checkpoints.py`` over the last ``average_epochs`` epochs, when more than one
+4. ``train.py`` with the real-photo recipe below, from scratch;
+5. ``tools/average_checkpoints.py`` over the last ``average_epochs`` epochs, when more than one
    (the recipe keeps the last epoch's weights: averaging scored lower, docs/RECIPE.md);
-5. ``evaluate.py`` (VOC07 mAP on the test set);
-6. ``demo.py`` on a few test photos (pictures with the detections), unless ``--no-pictures``.
+6. ``evaluate.py`` (VOC07 mAP on the test set);
+7. ``demo.py`` on a few test photos (pictures with the detections), unless ``--no-pictures``.
 
 The recipe and every run that chose it: docs/RECIPE.md, "Real photographs". Example::
 
@@ -39,13 +41,16 @@ from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, s
 PHOTO_RECIPE = {
     "network": "tiny_photo",  # tiny with BatchNorm in the extra layers: every conv normalised
     "data_shape": 256,      # photos need more pixels than the synthetic shapes' 160
-    "batch_size": 8,        # 20 updates per epoch of 160 photos
+    "batch_size": 8,        # 140 updates per epoch of 160 photos + 6 x 160 mosaics
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
     "warmup_epochs": 2,     # linear warm-up
     "lr_schedule": "cosine",  # cosine decay to lr / 1000 at the last epoch
-    "end_epoch": 60,
+    "end_epoch": 12,        # of photos + mosaics: 7x the images of an epoch of photos alone;
+                            # longer runs overfit the fixed mosaics (docs/RECIPE.md)
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
+    "mosaic_copies": 6,     # four-photo mosaics per training photo, appended to its record:
+                            # medium and small objects among real backgrounds (0.80 vs 0.64)
     "neg_ratio": 6,         # hard negatives per matched anchor (the original: 3): trains the
                             # large anchors off whole-photo boxes around medium-sized objects
     "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
@@ -72,6 +77,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="training epochs")
     p.add_argument("--data-shape", type=int, default=PHOTO_RECIPE["data_shape"],
                    help="network input side in px")
+    p.add_argument("--mosaic-copies", type=float, default=PHOTO_RECIPE["mosaic_copies"],
+                   help="four-photo mosaics per training photo (0: train on the photos alone)")
+    p.add_argument("--seed", type=int, default=PHOTO_RECIPE["seed"],
+                   help="seed of the mosaics and of training (initialisation, order, augmentation)")
     p.add_argument("--train-args", default="",
                    help="extra flags for train.py, appended after the recipe's")
     p.add_argument("--no-pictures", dest="pictures", action="store_false",
@@ -79,13 +88,14 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "") -> list[str]:
+def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "",
+                       seed: int = PHOTO_RECIPE["seed"]) -> list[str]:
     """``train.py`` flags of the real-photo recipe (no data paths, classes, prefix or log)."""
     r = PHOTO_RECIPE
     flags = ["--network", r["network"], "--data-shape", str(data_shape),
              "--batch-size", str(r["batch_size"]), "--lr", str(r["lr"]),
              "--warmup-epochs", str(r["warmup_epochs"]), "--lr-schedule", r["lr_schedule"],
-             "--wd", str(r["wd"]), "--freeze", "", "--pretrained", "", "--seed", str(r["seed"]),
+             "--wd", str(r["wd"]), "--freeze", "", "--pretrained", "", "--seed", str(seed),
              "--end-epoch", str(end_epoch), "--augment", r["augment"],
              "--neg-ratio", str(r["neg_ratio"]),
              "--save-period", "1" if r["average_epochs"] > 1 else "10"]
@@ -123,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     run([py, "tools/prepare_dataset.py", *common, "--set", args.test_set, "--no-shuffle",
          "--target", str(work / "test.lst"), "--summary-json", str(work / "test_summary.json")])
     num_test = json.loads((work / "test_summary.json").read_text())["num_listed"]
+    train_rec = work / "train.rec"
+    if args.mosaic_copies > 0:
+        train_rec = work / "train_mosaic.rec"
+        run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
+             "--copies", str(args.mosaic_copies), "--seed", str(args.seed), "--quiet"])
     anchors_file = str(work / "anchors.json")
     run([py, "tools/anchors.py", str(work / "train.rec"), "--network", PHOTO_RECIPE["network"],
          "--data-shape", str(args.data_shape), "--output", anchors_file])
@@ -134,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'fitted' if use_fitted else 'preset'} anchors", flush=True)
     prefix = work / "model" / "ssd"
     train_started = time.time()
-    run([py, "train.py", "--train-path", str(work / "train.rec"),
+    run([py, "train.py", "--train-path", str(train_rec),
          "--val-path", str(work / "test.rec"),
          *recipe_train_flags(args.end_epoch, args.data_shape,
-                             anchors_file if use_fitted else ""),
+                             anchors_file if use_fitted else "", args.seed),
          "--num-class", str(len(names)), "--class-names", ",".join(names),
          "--prefix", str(prefix), "--gpus", "", "--log", str(work / "train.log"),
          "--frequent", "20"] + shlex.split(args.train_args))
@@ -174,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                "total_minutes": round((time.time() - started) / 60.0, 2),
                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
                "recipe": PHOTO_RECIPE | {"end_epoch": args.end_epoch,
-                                          "data_shape": args.data_shape},
+                                          "data_shape": args.data_shape,
+                                          "mosaic_copies": args.mosaic_copies,
+                                          "seed": args.seed},
                "anchors": "fitted" if use_fitted else "preset",
                "anchor_coverage": {"preset": fitted["coverage_before"],
                                    "fitted": fitted["coverage_after"]},
