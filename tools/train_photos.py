@@ -41,15 +41,15 @@ from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, s
 PHOTO_RECIPE = {
     "network": "tiny_photo",  # tiny with BatchNorm in the extra layers: every conv normalised
     "data_shape": 256,      # photos need more pixels than the synthetic shapes' 160
-    "batch_size": 8,        # 140 updates per epoch of 160 photos + 6 x 160 mosaics
+    "batch_size": 8,        # 180 updates per epoch of 160 photos + 8 x 160 mosaics
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
     "warmup_epochs": 2,     # linear warm-up
     "lr_schedule": "cosine",  # cosine decay to lr / 1000 at the last epoch
-    "end_epoch": 12,        # of photos + mosaics: 7x the images of an epoch of photos alone;
+    "end_epoch": 12,        # of photos + mosaics: 9x the images of an epoch of photos alone;
                             # longer runs overfit the fixed mosaics (docs/RECIPE.md)
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
-    "mosaic_copies": 6,     # four-photo mosaics per training photo, appended to its record:
+    "mosaic_copies": 8,     # four-photo mosaics per training photo, appended to its record:
                             # medium and small objects among real backgrounds (0.80 vs 0.64)
     "neg_ratio": 6,         # hard negatives per matched anchor (the original: 3): trains the
                             # large anchors off whole-photo boxes around medium-sized objects
