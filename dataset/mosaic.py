@@ -30,6 +30,18 @@ from dataset.recordio_utils import check_rec, read_idx
 logger = logging.getLogger(__name__)
 
 
+class RecordWriteError(OSError):
+    """Writing the output record failed (disk full, file size limit, I/O error).
+
+    ``path``: the record; ``written``: bytes that had reached it; ``cause``: the ``OSError`` or
+    ``MXNetError`` raised (MXNet's says only ``FileStream.Write incomplete``).
+    """
+
+    def __init__(self, path: str, written: int | None, cause: BaseException) -> None:
+        super().__init__(f"cannot write {path}: {cause}")
+        self.path, self.written, self.cause = path, written, cause
+
+
 @dataclass
 class MosaicReport:
     """What :func:`write_mosaic_rec` wrote."""
@@ -163,7 +175,9 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     src_rec : str
         Packed training record (its ``.idx`` beside it).
     out_rec : str
-        Output record; written under a temporary name and renamed when complete.
+        Output record; written under a temporary name and renamed when complete (on any
+        error the temporary files are removed; a failed write raises
+        :class:`RecordWriteError`).
     copies : float
         Mosaics per source record (rounded); 0 copies the record alone.
     seed : int
@@ -180,8 +194,6 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     import cv2
     import mxnet as mx
     from tqdm import tqdm
-
-    from checkpoint import FileWriteError, explain_write_failure
 
     if copies < 0:
         raise ValueError(f"--copies {copies}: need 0 or more mosaics per photo")
@@ -213,7 +225,7 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     try:
         writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
     except (OSError, mx.base.MXNetError) as err:
-        raise FileWriteError(explain_write_failure(tmp_rec, err)) from None
+        raise RecordWriteError(out_rec, None, err) from None
     rng = np.random.default_rng(seed)
     num_mosaics = int(round(copies * len(keys)))
     written = kept = dropped = 0
@@ -239,6 +251,7 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
         os.replace(tmp_rec, out_rec)
         os.replace(tmp_idx, out_idx)
     except BaseException as err:
+        written = os.path.getsize(tmp_rec) if os.path.exists(tmp_rec) else None
         try:
             writer.close()
         except (OSError, mx.base.MXNetError):
@@ -248,7 +261,7 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
                 os.remove(tmp)
         if isinstance(err, (OSError, mx.base.MXNetError)) and not isinstance(
                 err, FileNotFoundError):
-            raise FileWriteError(explain_write_failure(out_rec, err)) from None
+            raise RecordWriteError(out_rec, written, err) from None
         raise
     finally:
         reader.close()

@@ -146,3 +146,21 @@ def test_cli_writes_the_record_and_a_preview(synth_data, tmp_path):
     assert f"{synth_data.num_train} photos + " in proc.stdout
     image = cv2.imread(str(preview))
     assert image is not None and image.shape[:2] == (192, 192)     # 2 x 2 mosaics of 96 px
+
+
+def test_cli_names_a_failed_write_and_leaves_no_partial_file(synth_data, tmp_path):
+    import resource
+
+    out = tmp_path / "m.rec"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    proc = subprocess.run([sys.executable, "tools/mosaic.py", synth_data.train_rec,
+                           "--output", str(out), "--quiet"], cwd=REPO, capture_output=True,
+                          text=True, preexec_fn=limit)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {out}: file size limit reached (ulimit -f / RLIMIT_FSIZE "
+        f"100000 bytes)")
+    assert os.listdir(tmp_path) == []

@@ -24,8 +24,8 @@ from config.runtime import setup_threads  # noqa: E402
 
 setup_threads()
 
-from checkpoint import FileWriteError  # noqa: E402
-from dataset.mosaic import write_mosaic_rec  # noqa: E402
+from checkpoint import explain_write_failure  # noqa: E402
+from dataset.mosaic import RecordWriteError, write_mosaic_rec  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                                   side=args.side, progress=not args.quiet)
         if args.preview and report.num_mosaics:
             draw_preview(report.out_rec, report.num_photos, args.preview)
-    except (ValueError, FileNotFoundError, FileWriteError) as err:
+    except RecordWriteError as err:               # disk full, file size limit, I/O error
+        print(f"error: {explain_write_failure(err.path, err.cause, err.written)}",
+              file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {report.out_rec}: {report.num_photos} photos + {report.num_mosaics} mosaics "
