@@ -25,21 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset.recordio_utils import check_rec, read_idx
+from dataset.recordio_utils import check_rec, read_idx, record_writer
 
 logger = logging.getLogger(__name__)
-
-
-class RecordWriteError(OSError):
-    """Writing the output record failed (disk full, file size limit, I/O error).
-
-    ``path``: the record; ``written``: bytes that had reached it; ``cause``: the ``OSError`` or
-    ``MXNetError`` raised (MXNet's says only ``FileStream.Write incomplete``).
-    """
-
-    def __init__(self, path: str, written: int | None, cause: BaseException) -> None:
-        super().__init__(f"cannot write {path}: {cause}")
-        self.path, self.written, self.cause = path, written, cause
 
 
 @dataclass
@@ -177,7 +165,7 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     out_rec : str
         Output record; written under a temporary name and renamed when complete (on any
         error the temporary files are removed; a failed write raises
-        :class:`RecordWriteError`).
+        :class:`~dataset.recordio_utils.RecordWriteError`).
     copies : float
         Mosaics per source record (rounded); 0 copies the record alone.
     seed : int
@@ -218,51 +206,30 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
         objects = label[int(label[0]):].reshape(-1, int(label[1]))
         return img, objects[objects[:, 0] >= 0]
 
-    if side <= 0:
-        side = max(max(load(k)[0].shape[:2]) for k in keys[:64])
-    out_idx = os.path.splitext(out_rec)[0] + ".idx"
-    tmp_rec, tmp_idx = out_rec + ".tmp", out_idx + ".tmp"
-    try:
-        writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
-    except (OSError, mx.base.MXNetError) as err:
-        raise RecordWriteError(out_rec, None, err) from None
     rng = np.random.default_rng(seed)
     num_mosaics = int(round(copies * len(keys)))
     written = kept = dropped = 0
     try:
-        for key in keys:                        # the originals, as stored
-            writer.write_idx(key, reader.read_idx(key))
-        next_key = max(keys) + 1
-        for _ in tqdm(range(num_mosaics), desc="mosaics", unit="img", disable=not progress):
-            chosen = rng.choice(len(keys), size=4, replace=False)
-            image, boxes, lost = make_mosaic([load(keys[i]) for i in chosen], rng, side,
-                                             scale, min_visible)
-            dropped += lost
-            if not len(boxes):
-                continue
-            label = np.concatenate([[2, boxes.shape[1]], boxes.ravel()]).astype(np.float32)
-            header = mx.recordio.IRHeader(0, label, next_key, 0)
-            writer.write_idx(next_key, mx.recordio.pack_img(header, image, quality=quality,
-                                                            img_fmt=".jpg"))
-            next_key += 1
-            written += 1
-            kept += len(boxes)
-        writer.close()
-        os.replace(tmp_rec, out_rec)
-        os.replace(tmp_idx, out_idx)
-    except BaseException as err:
-        written = os.path.getsize(tmp_rec) if os.path.exists(tmp_rec) else None
-        try:
-            writer.close()
-        except (OSError, mx.base.MXNetError):
-            pass                                # closing flushes: fails again on a full disk
-        for tmp in (tmp_rec, tmp_idx):
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        if isinstance(err, (OSError, mx.base.MXNetError)) and not isinstance(
-                err, FileNotFoundError):
-            raise RecordWriteError(out_rec, written, err) from None
-        raise
+        if side <= 0:
+            side = max(max(load(k)[0].shape[:2]) for k in keys[:64])
+        with record_writer(out_rec) as writer:
+            for key in keys:                        # the originals, as stored
+                writer.write_idx(key, reader.read_idx(key))
+            next_key = max(keys) + 1
+            for _ in tqdm(range(num_mosaics), desc="mosaics", unit="img", disable=not progress):
+                chosen = rng.choice(len(keys), size=4, replace=False)
+                image, boxes, lost = make_mosaic([load(keys[i]) for i in chosen], rng, side,
+                                                 scale, min_visible)
+                dropped += lost
+                if not len(boxes):
+                    continue
+                label = np.concatenate([[2, boxes.shape[1]], boxes.ravel()]).astype(np.float32)
+                header = mx.recordio.IRHeader(0, label, next_key, 0)
+                writer.write_idx(next_key, mx.recordio.pack_img(header, image, quality=quality,
+                                                                img_fmt=".jpg"))
+                next_key += 1
+                written += 1
+                kept += len(boxes)
     finally:
         reader.close()
     logger.info("%s: %d photos + %d mosaics of %d px (boxes kept %d, dropped %d)",

@@ -6,10 +6,12 @@ starts with ``IRHeader`` (``uint32 flag, float32 label, uint64 id, uint64 id2``)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -32,6 +34,55 @@ class LabelStats:
     def label_width(self) -> int:
         """Smallest ``label_pad_width`` for this file."""
         return self.header_width + self.object_width * self.max_objects
+
+
+class RecordWriteError(OSError):
+    """Writing a record file failed (disk full, file size limit, I/O error).
+
+    ``path``: the ``.rec``; ``written``: bytes that had reached it; ``cause``: the ``OSError``
+    or ``MXNetError`` raised (MXNet's says only ``FileStream.Write incomplete``).
+    """
+
+    def __init__(self, path: str, written: int | None, cause: BaseException) -> None:
+        super().__init__(f"cannot write {path}: {cause}")
+        self.path, self.written, self.cause = path, written, cause
+
+
+@contextlib.contextmanager
+def record_writer(rec_path: str) -> Iterator[Any]:
+    """An ``MXIndexedRecordIO`` writer of ``rec_path`` and its ``.idx``, complete or absent.
+
+    Both files are written as ``<name>.tmp`` and renamed when the ``with`` block ends without
+    an error; on any error the temporary files are removed, so an older file of the same name
+    is never half overwritten. A failed write (``OSError`` other than ``FileNotFoundError``,
+    or ``MXNetError``) is raised as :class:`RecordWriteError`; other errors as they came.
+    """
+    import mxnet as mx          # after the caller's setup_threads()
+
+    idx_path = os.path.splitext(rec_path)[0] + ".idx"
+    tmp_rec, tmp_idx = rec_path + ".tmp", idx_path + ".tmp"
+    try:
+        writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
+    except (OSError, mx.base.MXNetError) as err:
+        raise RecordWriteError(rec_path, None, err) from None
+    try:
+        yield writer
+        writer.close()
+        os.replace(tmp_rec, rec_path)
+        os.replace(tmp_idx, idx_path)
+    except BaseException as err:
+        written = os.path.getsize(tmp_rec) if os.path.exists(tmp_rec) else None
+        try:
+            writer.close()
+        except (OSError, mx.base.MXNetError):
+            pass                    # closing flushes: fails again on a full disk
+        for tmp in (tmp_rec, tmp_idx):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if isinstance(err, (OSError, mx.base.MXNetError)) and not isinstance(
+                err, FileNotFoundError):
+            raise RecordWriteError(rec_path, written, err) from None
+        raise
 
 
 def check_rec(rec_path: str) -> str:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dataset.recordio_utils import read_lst
+from dataset.recordio_utils import RecordWriteError, read_lst, record_writer
 
 logger = logging.getLogger("pack_rec")
 
@@ -90,39 +90,21 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image {path} listed in {lst_path} does not exist "
                                     f"(--root {root!r} + the list's relative path)")
-    tmp_rec, tmp_idx = rec_path + ".tmp", idx_path + ".tmp"
-    try:
-        writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")
-    except (OSError, mx.base.MXNetError) as err:
-        raise FileWriteError(explain_write_failure(tmp_rec, err)) from None
     jobs = [(p, resize, quality) for p in paths]
     pool = multiprocessing.get_context("fork").Pool(num_thread) if num_thread > 1 else None
     try:
-        results = pool.imap(_encode, jobs, chunksize=32) if pool else map(_encode, jobs)
-        for (index, label, _), (buf, path) in zip(
-                items, tqdm(results, total=len(jobs), desc="pack", unit="img", disable=not progress)):
-            if buf is None:
-                raise ValueError(f"image {path} (list {lst_path}) cannot be decoded")
-            header = mx.recordio.IRHeader(0, label, index, 0)  # pack sets flag = len(label)
-            writer.write_idx(index, mx.recordio.pack(header, buf))
-        writer.close()
-        os.replace(tmp_rec, rec_path)
-        os.replace(tmp_idx, idx_path)
-    except BaseException as err:
-        failed = next((tmp for tmp in (tmp_rec, tmp_idx) if os.path.exists(tmp)), tmp_rec)
-        written = os.path.getsize(failed) if os.path.exists(failed) else None
-        try:
-            writer.close()
-        except (OSError, mx.base.MXNetError):
-            pass                    # closing flushes: fails again on a full disk
-        for tmp in (tmp_rec, tmp_idx):
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        if isinstance(err, (OSError, mx.base.MXNetError)) and not isinstance(
-                err, FileNotFoundError):
-            # the C++ writer says only "FileStream.Write incomplete": name the file and why
-            raise FileWriteError(explain_write_failure(rec_path, err, written)) from None
-        raise
+        with record_writer(rec_path) as writer:
+            results = pool.imap(_encode, jobs, chunksize=32) if pool else map(_encode, jobs)
+            for (index, label, _), (buf, path) in zip(
+                    items, tqdm(results, total=len(jobs), desc="pack", unit="img",
+                                disable=not progress)):
+                if buf is None:
+                    raise ValueError(f"image {path} (list {lst_path}) cannot be decoded")
+                header = mx.recordio.IRHeader(0, label, index, 0)  # pack sets flag = len(label)
+                writer.write_idx(index, mx.recordio.pack(header, buf))
+    except RecordWriteError as err:
+        # the C++ writer says only "FileStream.Write incomplete": name the file and why
+        raise FileWriteError(explain_write_failure(err.path, err.cause, err.written)) from None
     finally:
         if pool:
             pool.close()
