@@ -199,9 +199,8 @@ def test_anchor_tool_names_a_bad_file(tmp_path):
 
 
 # ------------------------------------------------------------------- raccoon, end to end
-@pytest.fixture
-def few_raccoons(tmp_path):
-    """A VOC folder of 10 raccoon photos (8 train, 2 test), linked from ../shared/data/raccoon."""
+def _raccoon_voc(tmp_path, train_numbers, test_numbers):
+    """A VOC folder of raccoon photos linked from ../shared/data/raccoon (skip where absent)."""
     voc = os.path.join(RACCOON, "VOCdevkit", "VOC2007")
     if not os.path.isdir(voc):
         pytest.skip(f"real-photo data not found at {os.path.abspath(RACCOON)} (the raccoon set "
@@ -209,14 +208,20 @@ def few_raccoons(tmp_path):
     root = tmp_path / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (root / sub).mkdir(parents=True)
-    split = {"trainval": [f"raccoon-{n}" for n in (1, 2, 3, 4, 6, 7, 8, 9)],
-             "test": ["raccoon-5", "raccoon-10"]}
+    split = {"trainval": [f"raccoon-{n}" for n in train_numbers],
+             "test": [f"raccoon-{n}" for n in test_numbers]}
     for name, ids in split.items():
         (root / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids) + "\n")
         for i in ids:
             os.symlink(os.path.join(voc, "JPEGImages", f"{i}.jpg"), root / "JPEGImages" / f"{i}.jpg")
             os.symlink(os.path.join(voc, "Annotations", f"{i}.xml"), root / "Annotations" / f"{i}.xml")
     return tmp_path / "VOCdevkit"
+
+
+@pytest.fixture
+def few_raccoons(tmp_path):
+    """A VOC folder of 10 raccoon photos (8 train, 2 test), linked from ../shared/data/raccoon."""
+    return _raccoon_voc(tmp_path, (1, 2, 3, 4, 6, 7, 8, 9), (5, 10))
 
 
 def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
@@ -288,3 +293,17 @@ def test_anchors_flag_values_resolve_to_config_overrides(synth_data, tmp_path):
         resolve_anchors(str(tmp_path / "none.json"), "tiny", 160, synth_data.train_rec)
     lines = coverage_lines(synth_data.train_rec, "tiny", 160, fitted)
     assert lines[0].startswith("Anchor coverage") and any("anchors used" in ln for ln in lines)
+
+
+def test_three_training_photos_train_without_mosaics(tmp_path):
+    voc = _raccoon_voc(tmp_path, (1, 2, 3), (5, 10, 11))
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "tools/train_photos.py", "--voc-root", str(voc),
+         "--class-names", "raccoon", "--workdir", str(work), "--end-epoch", "1",
+         "--data-shape", "128", "--no-pictures", "--train-args", "--batch-size 3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "only 3 training photo(s): no mosaics" in proc.stdout
+    assert not (work / "train_mosaic.rec").exists()
+    assert "Finished: VOC07 mAP" in proc.stdout

@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
          "--target", str(work / "test.lst"), "--summary-json", str(work / "test_summary.json")])
     num_test = json.loads((work / "test_summary.json").read_text())["num_listed"]
     train_rec = work / "train.rec"
-    if args.mosaic_copies > 0:
+    num_train = json.loads((work / "train_summary.json").read_text())["num_listed"]
+    if args.mosaic_copies > 0 and num_train < 4:
+        print(f"only {num_train} training photo(s): no mosaics (a mosaic needs 4)", flush=True)
+    elif args.mosaic_copies > 0:
         train_rec = work / "train_mosaic.rec"
         run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
              "--copies", str(args.mosaic_copies), "--seed", str(args.seed), "--quiet"])
