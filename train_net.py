@@ -369,6 +369,9 @@ def train_net(net, train_path, num_classes, batch_size,
             check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
         else:
             check_batch_size(batch_size, count_records(train_path), train_path, num_workers)
+        if val_path:          # every worker scores the whole validation set
+            check_batch_size(batch_size, len(read_lst(val_list)) if val_list
+                             else count_records(val_path), f"--val-path {val_list or val_path}")
         if num_example is None:
             num_example = count_records(train_path)
             logger.info("Epoch size: %d images (from %s.idx)", num_example,

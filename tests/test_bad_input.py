@@ -810,6 +810,14 @@ def test_batch_size_per_worker_shard():
         check_batch_size(13, 48, "t.rec", num_workers=4)
 
 
+def test_validation_record_smaller_than_the_batch(synth_data, tmp_path, capsys):
+    # 48 training images fit a batch of 20; the 16 validation images do not
+    argv = _with_flag(_with_flag(train_argv(synth_data, tmp_path), "--val-path",
+                                 synth_data.val_rec), "--batch-size", "20")
+    assert_clear_error(*run_train(argv, capsys), "--batch-size 20", "16 images",
+                       f"--val-path {synth_data.val_rec}", "--batch-size 16 or less")
+
+
 def test_train_prefix_folder_without_write_permission(synth_data, tmp_path, capsys,
                                                       monkeypatch):
     """os.access is patched: the tests may run as root, for whom every folder is writable."""
