@@ -108,6 +108,18 @@ def check_batch_size(batch_size: int, num_images: int, path: str, num_workers: i
                          f"{path}{shard}; use --batch-size {max(1, per_worker)} or less")
 
 
+def check_val_batch_size(batch_size: int, num_images: int, path: str) -> None:
+    """The validation reader pads a short batch by wrapping around once, and no more.
+
+    MXNet's reader then stops with "number of input must be bigger than batch size", which
+    reads as a bad record; the wrapped images are not scored (``pad``).
+    """
+    if batch_size > 2 * num_images:
+        raise ValueError(f"--batch-size {batch_size}: more than twice the {num_images} images of "
+                         f"--val-path {path} (a batch may wrap around the validation set once); "
+                         f"use --batch-size {2 * num_images} or less, or more validation images")
+
+
 def _seed_everything(seed: int | None) -> None:
     if seed is None:
         return
@@ -370,8 +382,8 @@ def train_net(net, train_path, num_classes, batch_size,
         else:
             check_batch_size(batch_size, count_records(train_path), train_path, num_workers)
         if val_path:          # every worker scores the whole validation set
-            check_batch_size(batch_size, len(read_lst(val_list)) if val_list
-                             else count_records(val_path), f"--val-path {val_list or val_path}")
+            check_val_batch_size(batch_size, len(read_lst(val_list)) if val_list
+                                 else count_records(val_path), val_list or val_path)
         if num_example is None:
             num_example = count_records(train_path)
             logger.info("Epoch size: %d images (from %s.idx)", num_example,

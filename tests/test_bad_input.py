@@ -810,12 +810,22 @@ def test_batch_size_per_worker_shard():
         check_batch_size(13, 48, "t.rec", num_workers=4)
 
 
-def test_validation_record_smaller_than_the_batch(synth_data, tmp_path, capsys):
-    # 48 training images fit a batch of 20; the 16 validation images do not
+def test_validation_record_smaller_than_half_the_batch(synth_data, tmp_path, capsys):
+    # 48 training images fit a batch of 33; the 16 validation images fill at most 32 (one wrap)
     argv = _with_flag(_with_flag(train_argv(synth_data, tmp_path), "--val-path",
-                                 synth_data.val_rec), "--batch-size", "20")
-    assert_clear_error(*run_train(argv, capsys), "--batch-size 20", "16 images",
-                       f"--val-path {synth_data.val_rec}", "--batch-size 16 or less")
+                                 synth_data.val_rec), "--batch-size", "33")
+    assert_clear_error(*run_train(argv, capsys), "--batch-size 33", "16 images",
+                       f"--val-path {synth_data.val_rec}", "--batch-size 32 or less")
+
+
+def test_validation_batch_may_wrap_the_record_once(synth_data):
+    from config.config import cfg
+    from dataset.iterator import DetRecordIter
+    from train_net import check_val_batch_size
+
+    check_val_batch_size(32, 16, synth_data.val_rec)
+    batches = list(DetRecordIter(synth_data.val_rec, 32, 64, **dict(cfg.valid)))
+    assert len(batches) == 1 and batches[0].pad == 16    # what the check lets through reads
 
 
 def test_train_prefix_folder_without_write_permission(synth_data, tmp_path, capsys,
