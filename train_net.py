@@ -111,8 +111,8 @@ def check_batch_size(batch_size: int, num_images: int, path: str, num_workers: i
 def check_val_batch_size(batch_size: int, num_images: int, path: str) -> None:
     """The validation reader pads a short batch by wrapping around once, and no more.
 
-    MXNet's reader then stops with "number of input must be bigger than batch size", which
-    reads as a bad record; the wrapped images are not scored (``pad``).
+    The wrapped images are not scored (``pad``). A batch that needs a second wrap stops MXNet's
+    reader with "number of input must be bigger than batch size", which reads as a bad record.
     """
     if batch_size > 2 * num_images:
         raise ValueError(f"--batch-size {batch_size}: more than twice the {num_images} images of "
