@@ -108,6 +108,11 @@ def check_batch_size(batch_size: int, num_images: int, path: str, num_workers: i
                          f"{path}{shard}; use --batch-size {max(1, per_worker)} or less")
 
 
+def _num_images(rec_path: str, list_path: str = "") -> int:
+    """Images an iterator reads: the list's lines when a ``.lst`` decides, else the records."""
+    return len(read_lst(list_path)) if list_path else count_records(rec_path)
+
+
 def check_val_batch_size(batch_size: int, num_images: int, path: str) -> None:
     """The validation reader pads a short batch by wrapping around once, and no more.
 
@@ -377,13 +382,10 @@ def train_net(net, train_path, num_classes, batch_size,
         train_path = train_records.path
         val_path = val_records.path if val_records else val_path
         label_width = resolve_label_width(train_path, val_path, label_pad_width, num_classes)
-        if train_list:        # the list decides which images are read
-            check_batch_size(batch_size, len(read_lst(train_list)), train_list, num_workers)
-        else:
-            check_batch_size(batch_size, count_records(train_path), train_path, num_workers)
+        check_batch_size(batch_size, _num_images(train_path, train_list),
+                         train_list or train_path, num_workers)
         if val_path:          # every worker scores the whole validation set
-            check_val_batch_size(batch_size, len(read_lst(val_list)) if val_list
-                                 else count_records(val_path), val_list or val_path)
+            check_val_batch_size(batch_size, _num_images(val_path, val_list), val_list or val_path)
         if num_example is None:
             num_example = count_records(train_path)
             logger.info("Epoch size: %d images (from %s.idx)", num_example,

@@ -93,8 +93,7 @@ def place_boxes(objects: np.ndarray, offset: tuple[int, int], size: tuple[int, i
         out = row.copy()
         out[1:5] = (cx1 / side, cy1 / side, cx2 / side, cy2 / side)
         kept.append(out)
-    width = objects.shape[1] if objects.ndim == 2 else 5
-    return (np.array(kept, dtype=np.float32).reshape(-1, width), dropped)
+    return np.array(kept, dtype=np.float32).reshape(-1, objects.shape[1]), dropped
 
 
 def make_mosaic(photos: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
@@ -149,8 +148,23 @@ def make_mosaic(photos: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Gene
                                  min_visible)
         boxes.append(kept)
         dropped += lost
-    width = photos[0][1].shape[1] if photos[0][1].ndim == 2 else 5
-    return canvas, (np.concatenate(boxes) if boxes else np.zeros((0, width), np.float32)), dropped
+    if not boxes:
+        return canvas, np.zeros((0, photos[0][1].shape[1]), np.float32), dropped
+    return canvas, np.concatenate(boxes), dropped
+
+
+def read_photo(reader, rec_path: str, key: int) -> tuple[np.ndarray, np.ndarray]:
+    """Record ``key`` of an open ``MXIndexedRecordIO``: the BGR image and its ``(N, W)`` boxes
+    (padding rows, class < 0, removed)."""
+    import cv2
+    import mxnet as mx
+
+    header, img = mx.recordio.unpack_img(reader.read_idx(key), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{rec_path} record {key}: the image cannot be decoded")
+    label = np.asarray(header.label, dtype=np.float32)
+    objects = label[int(label[0]):].reshape(-1, int(label[1]))
+    return img, objects[objects[:, 0] >= 0]
 
 
 def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int = 1,
@@ -179,7 +193,6 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     progress : bool
         Show a progress bar.
     """
-    import cv2
     import mxnet as mx
     from tqdm import tqdm
 
@@ -197,29 +210,20 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
         raise ValueError(f"{src_rec}: {len(entries)} records; a mosaic needs 4 photos")
     reader = mx.recordio.MXIndexedRecordIO(idx_path, src_rec, "r")
     keys = [key for key, _ in entries]
-
-    def load(key: int) -> tuple[np.ndarray, np.ndarray]:
-        header, img = mx.recordio.unpack_img(reader.read_idx(key), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"{src_rec} record {key}: the image cannot be decoded")
-        label = np.asarray(header.label, dtype=np.float32)
-        objects = label[int(label[0]):].reshape(-1, int(label[1]))
-        return img, objects[objects[:, 0] >= 0]
-
     rng = np.random.default_rng(seed)
     num_mosaics = int(round(copies * len(keys)))
     written = kept = dropped = 0
     try:
         if side <= 0:
-            side = max(max(load(k)[0].shape[:2]) for k in keys[:64])
+            side = max(max(read_photo(reader, src_rec, k)[0].shape[:2]) for k in keys[:64])
         with record_writer(out_rec) as writer:
             for key in keys:                        # the originals, as stored
                 writer.write_idx(key, reader.read_idx(key))
             next_key = max(keys) + 1
             for _ in tqdm(range(num_mosaics), desc="mosaics", unit="img", disable=not progress):
                 chosen = rng.choice(len(keys), size=4, replace=False)
-                image, boxes, lost = make_mosaic([load(keys[i]) for i in chosen], rng, side,
-                                                 scale, min_visible)
+                photos = [read_photo(reader, src_rec, keys[i]) for i in chosen]
+                image, boxes, lost = make_mosaic(photos, rng, side, scale, min_visible)
                 dropped += lost
                 if not len(boxes):
                     continue

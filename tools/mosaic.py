@@ -56,16 +56,17 @@ def draw_preview(rec_path: str, first: int, path: str, count: int = 4) -> None:
     import mxnet as mx
     import numpy as np
 
-    from dataset.recordio_utils import read_idx
+    from dataset.mosaic import read_photo
+    from dataset.recordio_utils import check_rec, read_idx
 
-    keys = [key for key, _ in read_idx(rec_path[:-4] + ".idx")][first:first + count]
-    reader = mx.recordio.MXIndexedRecordIO(rec_path[:-4] + ".idx", rec_path, "r")
+    idx_path = check_rec(rec_path)
+    keys = [key for key, _ in read_idx(idx_path)][first:first + count]
+    reader = mx.recordio.MXIndexedRecordIO(idx_path, rec_path, "r")
     tiles = []
     for key in keys:
-        header, img = mx.recordio.unpack_img(reader.read_idx(key), cv2.IMREAD_COLOR)
-        label = np.asarray(header.label)
+        img, objects = read_photo(reader, rec_path, key)
         h, w = img.shape[:2]
-        for row in label[int(label[0]):].reshape(-1, int(label[1])):
+        for row in objects:
             cv2.rectangle(img, (int(row[1] * w), int(row[2] * h)),
                           (int(row[3] * w), int(row[4] * h)), (0, 255, 0), 2)
         tiles.append(img)
