@@ -5,14 +5,21 @@ Each batch: ``data[0]`` (B, 3, H, W) RGB float32, mean-subtracted (no std scalin
 normalised to [0, 1], padded rows all -1; ``pad`` = wrapped images at the end of the last
 batch (do not score them).
 
+Reading ahead: every training batch carries ``read_ahead``, a callable that starts reading the
+next batch on a background thread. ``DetectionModule.forward`` calls it once the batch's data
+has been handed to MXNet's engine (which is when the C++ reader may recycle its buffer), so
+the next batch is ready when ``Module.fit`` asks for it; :meth:`next` waits for it then.
+
 Epochs are reproducible: with shuffling on, the C++ iterator of epoch ``e`` is created with
 seed ``seed + e``, so the order (and the augmentation stream) of an epoch depends only on
 ``(seed, e)``; :meth:`reset` moves to the next epoch. Build with ``epoch=k`` to resume.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -125,6 +132,9 @@ class DetRecordIter(mx.io.DataIter):
             mean_b=mean_pixels[2], resize_mode="force", round_batch=True,
             num_parts=num_parts, part_index=part_index, **kwargs)
         self._iter = self._make_iter()
+        self._ahead: threading.Thread | None = None     # reads the next batch (read_ahead)
+        self._ahead_result: Any = None                 # its DataBatch or exception
+        self._served = 0                               # batches returned by next()
         self.provide_data = [mx.io.DataDesc("data", (batch_size,) + data_shape)]
         self.provide_label = [mx.io.DataDesc(
             "label", (batch_size, self.max_objects, self.object_width))]
@@ -169,11 +179,50 @@ class DetRecordIter(mx.io.DataIter):
         The C++ iterator is rebuilt rather than reset: after a wrapped last batch
         (``round_batch``) its own reset skips the wrapped images in the next pass.
         """
+        self._join_ahead()                # its batch belongs to the finished pass
         self.epoch += 1
         self._iter = self._make_iter()
 
     def next(self) -> mx.io.DataBatch:
-        """Next batch; ``pad`` counts wrapped images of the last batch."""
+        """Next batch; ``pad`` counts wrapped images of the last batch.
+
+        The batch's ``read_ahead()`` starts reading the one after it in the background; call
+        it only once every operator that reads this batch's ``data`` has been pushed to
+        MXNet's engine (the C++ reader waits for those, then reuses the buffer).
+        """
+        result = self._join_ahead()
+        if result is None:
+            result = self._read()
+        if isinstance(result, BaseException):
+            raise result
+        self._served += 1
+        result.read_ahead = functools.partial(self._start_ahead, self._served)
+        return result
+
+    def _start_ahead(self, served: int) -> None:
+        # only for the newest batch: reading on recycles the buffer of the newest batch, which
+        # must not happen before that batch's data is in the engine's queue
+        if self._ahead is None and served == self._served:
+            self._ahead = threading.Thread(target=self._read_ahead, name="DetRecordIter-ahead",
+                                           daemon=True)
+            self._ahead.start()
+
+    def _read_ahead(self) -> None:
+        try:
+            self._ahead_result = self._read()
+        except BaseException as err:  # noqa: BLE001 - re-raised by next() in the caller
+            self._ahead_result = err
+
+    def _join_ahead(self) -> Any:
+        """Wait for the batch read ahead, if any; its DataBatch or exception, else None."""
+        if self._ahead is None:
+            return None
+        self._ahead.join()
+        result, self._ahead, self._ahead_result = self._ahead_result, None, None
+        return result
+
+    def _read(self) -> mx.io.DataBatch:
+        """One batch from the C++ reader, label reshaped (raises StopIteration at the end)."""
         try:
             batch = self._iter.next()  # raises StopIteration at the end of the pass
         except mx.base.MXNetError as err:

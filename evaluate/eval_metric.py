@@ -23,6 +23,7 @@ import mxnet as mx
 import numpy as np
 
 from symbol.anchors import box_iou
+from symbol.symbol_builder import METRIC_EPS
 
 _TP, _FP, _IGNORE = 1, 2, 0
 
@@ -41,13 +42,17 @@ class MultiBoxMetric(mx.metric.EvalMetric):
     ``preds[2]`` ``cls_label`` (B, N) (``-1`` = ignored anchor); labels are not used. Both values
     are normalised by the number of non-ignored anchors (positives plus mined negatives).
 
+    The graph bound to train (``get_symbol_train(fast_ops=True)``) also outputs
+    ``loss_sums`` (B, 3), these sums per image computed in its forward pass; when Module passes
+    it (``update_dict``), only that small array is read (issue 18).
+
     Parameters
     ----------
     eps : float
         Added to the probability before the logarithm.
     """
 
-    def __init__(self, eps: float = 1e-8) -> None:
+    def __init__(self, eps: float = METRIC_EPS) -> None:
         self.eps = eps
         self.names = ["CrossEntropy", "SmoothL1"]
         self.num = len(self.names)
@@ -65,6 +70,15 @@ class MultiBoxMetric(mx.metric.EvalMetric):
         self.num_inst = np.zeros(self.num)
         self.sum_metric = np.zeros(self.num)
 
+    def update_dict(self, labels, preds) -> None:
+        """Module's entry: outputs by name; uses ``loss_sums`` when the graph has it."""
+        sums = preds.get("loss_sums_output")
+        if sums is None or self.eps != METRIC_EPS:
+            self.update(labels, list(preds.values()))
+            return
+        cross_entropy, smooth_l1, valid_count = _as_numpy(sums).astype(np.float64).sum(axis=0)
+        self._add(cross_entropy, smooth_l1, valid_count)
+
     def update(self, labels, preds) -> None:
         """Accumulate one batch of training outputs (labels are ignored)."""
         cls_prob = _as_numpy(preds[0])                      # (B, C+1, N)
@@ -73,9 +87,10 @@ class MultiBoxMetric(mx.metric.EvalMetric):
         valid = cls_label >= 0
         index = np.where(valid, cls_label, 0).astype(np.int64)[:, None, :]   # (B, 1, N)
         prob = np.take_along_axis(cls_prob, index, axis=1)[:, 0, :]          # (B, N)
-        cross_entropy = float(-np.log(prob[valid] + self.eps).sum())
-        smooth_l1 = float(loc_loss.sum())
-        valid_count = float(valid.sum())
+        self._add(float(-np.log(prob[valid] + self.eps).sum()), float(loc_loss.sum()),
+                  float(valid.sum()))
+
+    def _add(self, cross_entropy: float, smooth_l1: float, valid_count: float) -> None:
         batch_sums = np.array([cross_entropy, smooth_l1])
         self.sum_metric += batch_sums
         self.global_sum_metric += batch_sums

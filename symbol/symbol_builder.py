@@ -13,6 +13,7 @@ import mxnet as mx
 from symbol.common import multi_layer_feature, multibox_layer
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
+METRIC_EPS = 1e-8      # added to the probability before the log of the training cross-entropy
 
 
 def get_body(backbone: str, backbone_args: dict | None = None) -> mx.sym.Symbol:
@@ -128,7 +129,35 @@ def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: 
     if with_det:
         det = _detection(cls_prob, loc_preds, anchors, nms_thresh, force_suppress, nms_topk)
         outputs.append(mx.sym.MakeLoss(data=det, grad_scale=0, name="det_out"))
+    if fast_ops:
+        outputs.append(loss_sums(cls_prob, loc_loss_, cls_target))
     return mx.sym.Group(outputs)
+
+
+def loss_sums(cls_prob: mx.sym.Symbol, loc_loss: mx.sym.Symbol, cls_target: mx.sym.Symbol,
+              eps: float = METRIC_EPS) -> mx.sym.Symbol:
+    """Per-image sums of the training metric, computed in the graph: ``loss_sums`` (B, 3).
+
+    Columns: the cross-entropy ``-sum(log(p[label] + eps))`` and the smooth-L1 sum over the
+    image's anchors, and its count of non-ignored anchors (``cls_target >= 0``), the three
+    sums ``MultiBoxMetric`` accumulates. Computed here they run in the forward pass's own
+    operators; read from ``cls_prob`` on the host they cost a (B, C+1, N) copy and numpy work
+    on every batch (issue 18). Row sums are products with a ones vector: MXNet's CPU
+    ``sum(axis=1)`` of a (32, 8608) array takes 0.8 ms, the product 0.05 ms. No gradient
+    flows through them.
+    """
+    def row_sums(x: mx.sym.Symbol) -> mx.sym.Symbol:                    # (B, K) -> (B,)
+        ones = mx.sym.ones_like(mx.sym.slice_axis(x, axis=0, begin=0, end=1))    # (1, K)
+        return mx.sym.reshape(mx.sym.dot(x, ones, transpose_b=True), shape=(-1,))
+
+    prob = mx.sym.BlockGrad(cls_prob)                                   # (B, C+1, N)
+    target = mx.sym.BlockGrad(cls_target)                               # (B, N), -1 ignored
+    valid = target >= 0
+    picked = mx.sym.pick(prob, mx.sym.relu(target), axis=1)            # (B, N)
+    sums = [-row_sums(mx.sym.log(picked + eps) * valid),
+            row_sums(mx.sym.BlockGrad(loc_loss)), row_sums(valid)]
+    # stack, not Concat: MXNet 1.9's MKL-DNN Concat of 2-D arrays leaks memory every step
+    return mx.sym.BlockGrad(mx.sym.stack(*sums, axis=1), name="loss_sums")
 
 
 def get_symbol(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool = False,

@@ -115,3 +115,61 @@ def test_num_parts_shards_cover_everything(synth_data):
         assert 0 < len(part_ids) < synth_data.num_val
         seen.extend(part_ids)
     assert sorted(seen) == list(range(synth_data.num_val))
+
+
+# ------------------------------------------------------------------ reading ahead (issue 18)
+def _epochs(it, epochs, ahead, old_batch_too=False):
+    """(index, data, label) of every batch over ``epochs`` passes, reading ahead or not."""
+    seen, previous = [], None
+    for _ in range(epochs):
+        for batch in it:
+            # the C++ reader may reuse the buffer once the next batch is read: copy first
+            seen.append((list(batch.index), batch.data[0].asnumpy(), batch.label[0].asnumpy()))
+            if old_batch_too and previous is not None:
+                previous.read_ahead()          # an older batch: must not read on
+            if ahead:
+                batch.read_ahead()
+            previous = batch
+        it.reset()
+    return seen
+
+
+@pytest.mark.parametrize("old_batch_too", [False, True])
+def test_reading_ahead_gives_the_same_batches(synth_data, old_batch_too):
+    kwargs = dict(cfg.train, preprocess_threads=1)
+    plain = _epochs(DetRecordIter(synth_data.train_rec, 8, 64, **kwargs), 2, ahead=False)
+    ahead = _epochs(DetRecordIter(synth_data.train_rec, 8, 64, **kwargs), 2, ahead=True,
+                    old_batch_too=old_batch_too)
+    assert len(plain) == len(ahead) == 2 * 6
+    for (i1, d1, l1), (i2, d2, l2) in zip(plain, ahead):
+        assert i1 == i2
+        np.testing.assert_array_equal(d1, d2)
+        np.testing.assert_array_equal(l1, l2)
+
+
+def test_read_ahead_of_an_older_batch_reads_nothing(synth_data):
+    it = DetRecordIter(synth_data.train_rec, 8, 64, **cfg.valid)
+    first = it.next()
+    second = it.next()
+    first.read_ahead()
+    assert it._ahead is None                      # only the newest batch may read on
+    second.read_ahead()
+    assert it._ahead is not None
+    assert list(it.next().index) != list(second.index)
+
+
+def test_read_ahead_passes_the_end_of_the_pass_and_errors(synth_data, monkeypatch):
+    it = DetRecordIter(synth_data.train_rec, 16, 64, **cfg.valid)    # 48 images: 3 batches
+    for _ in range(3):
+        it.next().read_ahead()
+    with pytest.raises(StopIteration):
+        it.next()
+    it.reset()                                    # nothing pending: a fresh pass
+    batch = it.next()
+
+    def broken(self):
+        raise RuntimeError("bad record in the reader thread")
+    monkeypatch.setattr(DetRecordIter, "_read", broken)
+    batch.read_ahead()
+    with pytest.raises(RuntimeError, match="reader thread"):
+        it.next()

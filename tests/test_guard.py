@@ -1,4 +1,5 @@
-"""The non-finite guard of DetectionModule (one fused multi_sum_sq per device, issue 18).
+"""The non-finite guard of DetectionModule (issue 18): one fused multi_sum_sq per device for
+the small arrays, one all_finite for each large one.
 
 Its answer must equal the element-wise check of every output and updated gradient: the first
 array (outputs first, then gradients in parameter order) holding a NaN or Inf, and None for
@@ -10,6 +11,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import detection_module
 from detection_module import DetectionModule
 from symbol.symbol_factory import get_symbol_train
 
@@ -41,9 +43,12 @@ def _reference(module):
     return None
 
 
+@pytest.mark.parametrize("own_check_size", [None, 1, 500])   # default, all large, mixed
 @pytest.mark.parametrize("contexts", [[mx.cpu()], [mx.cpu(0), mx.cpu(1)]])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 3e19, -1e30])
-def test_guard_matches_elementwise_check(contexts, value):
+def test_guard_matches_elementwise_check(contexts, value, own_check_size, monkeypatch):
+    if own_check_size is not None:
+        monkeypatch.setattr(detection_module, "_OWN_CHECK_SIZE", own_check_size)
     module = _module(contexts)
     pairs = module._guarded_arrays()
     assert module._first_non_finite() is None

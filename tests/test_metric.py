@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import mxnet as mx
 import numpy as np
 import pytest
 
@@ -333,3 +334,34 @@ def test_batch_without_any_gt_or_detection():
     metric.update([batch([[gt(0, BOX_A)], []], 6)], [np.full((2, 3, 6), -1.0)])
     assert metric.get()[1] == [0.0, 0.0]                # one GT, nothing detected: AP 0
     assert metric.num_images == 4
+
+
+def test_multibox_metric_reads_the_graphs_loss_sums():
+    """The bound training graph's ``loss_sums`` gives the values the host computation gives."""
+    from collections import OrderedDict
+
+    from symbol.symbol_factory import get_symbol_train
+    rng = np.random.RandomState(0)
+    sym = get_symbol_train("tiny", 64, 3, with_det=False, fast_ops=True)
+    assert sym.list_outputs()[-1] == "loss_sums_output"
+    label = -np.ones((4, 3, 6), np.float32)
+    for i in range(4):
+        x, y = rng.uniform(0.05, 0.5, 2)
+        label[i, 0] = [rng.randint(3), x, y, x + 0.4, y + 0.4, 0]
+    module = mx.mod.Module(sym, label_names=("label",), context=mx.cpu())
+    module.bind([("data", (4, 3, 64, 64))], [("label", label.shape)])
+    module.init_params(mx.init.Xavier())
+    from_graph, on_host = MultiBoxMetric(), MultiBoxMetric()
+    for _ in range(2):                  # two batches: the sums accumulate
+        batch = mx.io.DataBatch([mx.nd.array(rng.uniform(-60, 60, (4, 3, 64, 64)))],
+                                [mx.nd.array(label)])
+        module.forward(batch, is_train=True)
+        module.update_metric(from_graph, batch.label)                  # uses loss_sums
+        on_host.update(None, module.get_outputs()[:3])
+        assert from_graph.num_inst[0] == on_host.num_inst[0] > 0
+        np.testing.assert_allclose(from_graph.get()[1], on_host.get()[1], rtol=1e-5)
+    outputs = OrderedDict(zip(sym.list_outputs()[:3], module.get_outputs()[:3]))
+    without, last = MultiBoxMetric(), MultiBoxMetric()
+    without.update_dict(None, outputs)                                   # a graph without it
+    last.update(None, module.get_outputs()[:3])
+    assert without.get()[1] == last.get()[1]
