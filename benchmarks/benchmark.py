@@ -32,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -307,6 +308,9 @@ def summarize(results: dict) -> dict:
     io = results.get("io", {}).get("images_per_s_by_threads", {})
     io_best = max(io.values()) if io else None
     base = results.get("baseline", {}).get("images_per_s")
+    # rounds interleave compute and train: the ratio within a round sees one background load
+    round_ratios = [t / c for c, t in zip(results.get("compute", {}).get("rounds", []),
+                                          results.get("train", {}).get("rounds", []))]
     loads = [results.get(k, {}).get(f"load_{w}") for k in ("compute", "train", "io", "baseline")
              for w in ("before", "after")]
     loads = [v for v in loads if v is not None]
@@ -314,6 +318,9 @@ def summarize(results: dict) -> dict:
         "compute_images_per_s": compute,
         "train_images_per_s": train,
         "train_vs_compute": train / compute if compute and train else None,
+        "train_vs_compute_rounds": round_ratios,
+        "train_vs_compute_round_median": (statistics.median(round_ratios) if round_ratios
+                                          else None),
         "data_wait_share": results.get("train", {}).get("data_wait_share"),
         "io_best_images_per_s": io_best,
         "io_vs_train": io_best / train if io_best and train else None,
@@ -370,7 +377,12 @@ def format_table(results: dict) -> str:
                                    f"{[round(v, 2) for v in t['speedometer']]}, CPU "
                                    f"{100 * t['cpu_util']:.0f}%, load {_fmt(t['load_before'])}"
                                    f"->{_fmt(t['load_after'])}{_rounds(t)}"))
-        rows.append(("train / compute", _fmt(summary["train_vs_compute"], 3)))
+        line = _fmt(summary["train_vs_compute"], 3) + " (best rounds)"
+        if len(summary["train_vs_compute_rounds"]) > 1:
+            line += (f"; median of the per-round ratios "
+                     f"{_fmt(summary['train_vs_compute_round_median'], 3)} "
+                     f"{[round(v, 3) for v in summary['train_vs_compute_rounds']]}")
+        rows.append(("train / compute", line))
         rows.append(("waited for data", f"{100 * t['data_wait_share']:.1f}% of the loop "
                                         f"(first batch {t['first_batch_wait_s']:.2f} s)"))
         rows.append(("memory", f"peak RSS {t['peak_rss_mb']:.0f} MiB; RSS growth "
