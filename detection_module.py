@@ -58,6 +58,8 @@ class DetectionModule(mx.mod.Module):
       depends only on the rows before each image's first ``-1`` row; each row count gets an
       executor that shares parameters, gradients, auxiliary states and memory with the bound
       one (as ``BucketingModule`` does), so the outputs are identical;
+    * ``forward`` in training then calls the batch's ``read_ahead()`` when it has one
+      (``DetRecordIter``): the next batch is read while this one computes;
     * ``score`` validates with ``infer_symbol`` (``get_symbol``: softmax + NMS) bound once on
       the same contexts and fed the current parameters, through
       ``evaluate.evaluate_net.score_detections``; then calls ``after_validation``;
@@ -256,10 +258,9 @@ class DetectionModule(mx.mod.Module):
         ``all_finite`` for each larger array (``multi_sum_sq`` splits its work by array, so a
         few large arrays leave one thread busy; bound VGG16-SSD300 b8: 11.2 -> 7.1 ms,
         ResNet-50-300 b8 unchanged at 12.4-12.6 ms, docs/SPEED.md), one copy to the host, one
-        wait. Before, one ``sum`` per array (about 170 operators for
-        ResNet-50) cost 4x more (docs/SPEED.md). A sum of squares also overflows for finite
-        values above ~1.8e19, so a flagged array is confirmed element-wise before it is
-        reported: the answer is exact.
+        wait. Before, one ``sum`` per array (about 170 operators for ResNet-50) cost 4x more.
+        A sum of squares also overflows for finite values above ~1.8e19, so a flagged array
+        is confirmed element-wise before it is reported: the answer is exact.
         """
         pairs = self._guarded_arrays()
         if not pairs:

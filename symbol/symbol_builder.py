@@ -102,8 +102,9 @@ def get_symbol_train(num_classes: int, nms_thresh: float = 0.5, force_suppress: 
     Returns
     -------
     mx.sym.Symbol
-        Group of ``cls_prob`` (B, C+1, N), ``loc_loss`` (B, 4N), ``cls_label`` (B, N)
-        and ``det_out`` (B, N, 6). Input ``label``: (B, M, 5 or 6)
+        Group of ``cls_prob`` (B, C+1, N), ``loc_loss`` (B, 4N), ``cls_label`` (B, N),
+        ``det_out`` (B, N, 6) (``with_det``) and ``loss_sums`` (B, 3) (``fast_ops``, see
+        :func:`loss_sums`). Input ``label``: (B, M, 5 or 6)
         ``[cls, x1, y1, x2, y2(, difficult)]`` normalised, rows of -1 as padding.
     """
     label = mx.sym.Variable("label")
