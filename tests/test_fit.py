@@ -219,3 +219,28 @@ def test_label_width_too_small_names_needed_width(synth_data, tmp_path):
 def test_class_ids_beyond_num_class_are_refused(synth_data, tmp_path):
     with pytest.raises(ValueError, match=r"--num-class 2: .* at least 4"):
         train_net(**_kwargs(synth_data, str(tmp_path / "n"), num_classes=2, class_names=None))
+
+
+def test_reading_ahead_trains_the_same_parameters(synth_data, tmp_path, monkeypatch):
+    """Two epochs through train_net with and without the background read of the next batch
+    (issue 18): the same batches reach the same updates, so the parameters are bitwise equal."""
+    import train_net as recipe
+    from dataset.iterator import DetRecordIter
+
+    class WithoutReadAhead(DetRecordIter):
+        def next(self):  # noqa: D102
+            batch = super().next()
+            del batch.read_ahead
+            return batch
+
+    ahead = str(tmp_path / "ahead")
+    train_net(**_kwargs(synth_data, ahead, end_epoch=2))
+    monkeypatch.setattr(recipe, "DetRecordIter", WithoutReadAhead)
+    plain = str(tmp_path / "plain")
+    train_net(**_kwargs(synth_data, plain, end_epoch=2))
+    a, b = _params(ahead + "_tiny_64-0002.params"), _params(plain + "_tiny_64-0002.params")
+    assert a.keys() == b.keys()
+    init = get_symbol_train("tiny", 64, synth_data.num_classes, with_det=False)
+    assert set(init.list_arguments()) - {"data", "label"} <= {k[4:] for k in a if k.startswith("arg:")}
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
