@@ -63,14 +63,16 @@ def draw_preview(rec_path: str, first: int, path: str, count: int = 4) -> None:
     keys = [key for key, _ in read_idx(idx_path)][first:first + count]
     reader = mx.recordio.MXIndexedRecordIO(idx_path, rec_path, "r")
     tiles = []
-    for key in keys:
-        img, objects = read_photo(reader, rec_path, key)
-        h, w = img.shape[:2]
-        for row in objects:
-            cv2.rectangle(img, (int(row[1] * w), int(row[2] * h)),
-                          (int(row[3] * w), int(row[4] * h)), (0, 255, 0), 2)
-        tiles.append(img)
-    reader.close()
+    try:
+        for key in keys:
+            img, objects = read_photo(reader, rec_path, key)
+            h, w = img.shape[:2]
+            for row in objects:
+                cv2.rectangle(img, (int(row[1] * w), int(row[2] * h)),
+                              (int(row[3] * w), int(row[4] * h)), (0, 255, 0), 2)
+            tiles.append(img)
+    finally:
+        reader.close()
     if not tiles:
         return
     side = max(max(t.shape[:2]) for t in tiles)
