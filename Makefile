@@ -7,15 +7,34 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO   ?= output/demo
 PHOTOS ?= ../shared/data/raccoon
+# Python versions the project runs on (tested: 3.11, 3.12, 3.13). The check below is plain
+# enough for any Python that might answer to $(PYTHON), 2.7 included.
+MIN_PY := 3.9
+MAX_PY := 3.13
+CHECK_PY := import sys; v = sys.version_info[:2]; ok = (3, 9) <= v <= (3, 13); \
+	sys.exit(0 if ok else "error: $(PYTHON) is Python %d.%d; this project needs Python \
+	$(MIN_PY)-$(MAX_PY) (tested: 3.11, 3.12, 3.13): pass one, e.g. make demo PYTHON=python3.12" % v)
+# One stamp per interpreter version: passing another PYTHON rebuilds the environment.
+PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+STAMP  := $(VENV)/.installed-py$(PYVER)
 
-.PHONY: venv demo photos test test-fast clean
+.PHONY: venv check-python demo photos test test-fast clean
 
-venv: $(VENV)/.installed
+venv: $(STAMP)
 
-$(VENV)/.installed: requirements.txt
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: no $(PYTHON) on PATH; this \
+	project needs Python $(MIN_PY)-$(MAX_PY): pass one, e.g. make demo PYTHON=python3.12" >&2; exit 1; }
+	@$(PYTHON) -c '$(CHECK_PY)'
+
+$(STAMP): requirements.txt | check-python
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYVER)" ]; then \
+		echo "$(VENV) was made by another Python: making it anew with $(PYTHON) ($(PYVER))"; \
+		rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed*
 	touch $@
 
 demo: venv

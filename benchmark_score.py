@@ -81,7 +81,7 @@ def time_forward(symbol, arg_params: dict | None, aux_params: dict | None, batch
     (float, float)
         Milliseconds per batch and images per second of the fastest round.
     """
-    import mxnet as mx
+    from config.mxnet_compat import mx
     ctx = ctx or mx.cpu()
     module = mx.mod.Module(symbol, data_names=("data",), label_names=None, context=ctx)
     module.bind(data_shapes=[("data", (batch_size, 3) + tuple(data_shape))], for_training=False)

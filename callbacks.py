@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from checkpoint import (BEST, INTERRUPTED, FileWriteError, atomic_write, checkpoint_path,

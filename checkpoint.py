@@ -30,7 +30,7 @@ import signal
 import subprocess
 from typing import Any, Callable, Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from symbol.legacy import convert_legacy_params, convert_legacy_symbol, describe_renames

@@ -138,7 +138,7 @@ def output_path(output_dir: str, image_path: str, used: set[str]) -> str:
 
 def build_detector(args, num_classes: int):
     """The Detector for the flags (inference graph rebuilt unless --deploy)."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
     from evaluate import parse_mean
     from evaluate.detector import Detector
     from evaluate.evaluate_net import load_inference_symbol, parse_data_shape, resolve_prefix

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from config.runtime import setup_threads
 
 setup_threads()
-import mxnet as mx  # noqa: E402  (after setup_threads)
+from config.mxnet_compat import mx  # noqa: E402  (after setup_threads)
 
 from checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402

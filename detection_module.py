@@ -14,7 +14,7 @@ import signal
 import threading
 from typing import Any, Callable, Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from evaluate.evaluate_net import score_detections

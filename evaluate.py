@@ -78,7 +78,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def get_contexts(cpu: bool, gpu_ids: str):
     """``[mx.cpu()]`` or one ``mx.gpu(i)`` per id (checked to be integers)."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
     if cpu or not gpu_ids.strip():
         return [mx.cpu()]
     try:

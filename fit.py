@@ -19,7 +19,7 @@ import os
 import signal
 from typing import Any, Callable, Iterable, Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 from callbacks import Checkpointer, open_tensorboard
 from checkpoint import (INTERRUPTED, checkpoint_path, environment_info,

@@ -89,7 +89,7 @@ def get_parser() -> argparse.ArgumentParser:
 def data_only_iter(data_iter):
     """Calibration view of a detection iterator: an ``mx.io.DataIter`` of data only (the
     inference graph takes no label)."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     class DataOnlyIter(mx.io.DataIter):
         def __init__(self) -> None:
@@ -147,7 +147,7 @@ def quantize_ssd(symbol, arg_params: dict, aux_params: dict, calib_iter, num_cal
     (mx.sym.Symbol, dict, dict, list of str)
         Quantized graph, its args and auxs, and the excluded node names.
     """
-    import mxnet as mx
+    from config.mxnet_compat import mx
     from mxnet.contrib.quantization import quantize_model
     fused = symbol.get_backend_symbol("MKLDNN_QUANTIZE")
     excluded = []
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logger = logging.getLogger("quantization")
-    import mxnet as mx
+    from config.mxnet_compat import mx
     from benchmark_score import time_forward
     from config.config import cfg
     from dataset.iterator import DetRecordIter

@@ -19,7 +19,7 @@ setup(
     name="mxnet-ssd-cli",
     version="0.1.0",
     description="Single Shot MultiBox Detector training CLI on Apache MXNet 1.9",
-    python_requires=">=3.8",
+    python_requires=">=3.9,<3.14",
     packages=[],
     py_modules=[],
     install_requires=read_requirements(),

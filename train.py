@@ -20,7 +20,7 @@ from config.runtime import setup_logging, setup_threads
 
 setup_threads()          # before importing mxnet; OMP_NUM_THREADS exported by the user wins
 
-import mxnet as mx  # noqa: E402
+from config.mxnet_compat import mx  # noqa: E402
 
 import fit  # noqa: E402
 from checkpoint import INTERRUPTED, LAST, FileWriteError  # noqa: E402

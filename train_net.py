@@ -11,7 +11,7 @@ import os
 import random
 from typing import Any, Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 import checkpoint

@@ -100,7 +100,7 @@ def _median(values: Sequence[float]) -> float:
 
 def per_array_sums_check(module: Any) -> str | None:
     """The guard before issue 18 (one ``sum`` per array), kept here to measure it."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
     import numpy as np
     checks, names = [], []
     for name, array in module._guarded_arrays():
@@ -113,7 +113,7 @@ def per_array_sums_check(module: Any) -> str | None:
 
 def worker(cfg: dict) -> dict:
     """Profile and time one preset (runs in its own process)."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     import fit
     from config.config import cfg as aug
@@ -159,7 +159,7 @@ def worker(cfg: dict) -> dict:
 
 def _profile(cfg: dict, step: Any, batches: list) -> dict:
     """One batch under ``mx.profiler`` (run with bulk execution off: per-operator rows)."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
     network, size = cfg["network"], cfg["size"]
     trace = os.path.join(cfg["workdir"], f"profile_{network}_{size}.json")
     mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=trace)
@@ -178,7 +178,7 @@ def _profile(cfg: dict, step: Any, batches: list) -> dict:
 def _time(cfg: dict, module: Any, sym: Any, it: Any, batches: list, metric: Any,
           step: Any) -> dict:
     """Loop variants, the extras timed alone, and MultiBoxTarget at several widths."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
     import numpy as np
     network, size, batch_size = cfg["network"], cfg["size"], cfg["batch_size"]
 

@@ -49,7 +49,7 @@ BATCH_END_RE = re.compile(r"^VS_ORIGINAL_BATCH_END (\d+) ([0-9.]+) ([0-9.]+)$", 
 # train.py's install (its own lines print 2 decimals, too coarse below 1 img/s), then runs
 # the script as __main__ from its own folder.
 LAUNCHER = """import os, runpy, sys, time
-import mxnet as mx
+from config.mxnet_compat import mx
 _call = mx.callback.Speedometer.__call__
 def _timed(self, param):
     sys.stderr.write("VS_ORIGINAL_BATCH_END %d %.6f %.6f\\n"

@@ -139,7 +139,7 @@ def _train_kwargs(cfg: dict) -> dict:
 
 def worker_compute(cfg: dict) -> dict:
     """Forward/backward/update of the training graph on one in-memory batch."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     import fit
     from config.config import cfg as aug

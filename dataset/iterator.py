@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 from dataset.record_check import BadRecordError
 from dataset.recordio_utils import LabelStats, count_records, read_lst, scan_labels

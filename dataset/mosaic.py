@@ -157,7 +157,7 @@ def read_photo(reader, rec_path: str, key: int) -> tuple[np.ndarray, np.ndarray]
     """Record ``key`` of an open ``MXIndexedRecordIO``: the BGR image and its ``(N, W)`` boxes
     (padding rows, class < 0, removed)."""
     import cv2
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     header, img = mx.recordio.unpack_img(reader.read_idx(key), cv2.IMREAD_COLOR)
     if img is None:
@@ -193,7 +193,7 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     progress : bool
         Show a progress bar.
     """
-    import mxnet as mx
+    from config.mxnet_compat import mx
     from tqdm import tqdm
 
     if copies < 0:

@@ -57,7 +57,7 @@ def record_writer(rec_path: str) -> Iterator[Any]:
     is never half overwritten. A failed write (``OSError`` other than ``FileNotFoundError``,
     or ``MXNetError``) is raised as :class:`RecordWriteError`; other errors as they came.
     """
-    import mxnet as mx          # after the caller's setup_threads()
+    from config.mxnet_compat import mx          # after the caller's setup_threads()
 
     idx_path = os.path.splitext(rec_path)[0] + ".idx"
     tmp_rec, tmp_idx = rec_path + ".tmp", idx_path + ".tmp"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from evaluate.eval_metric import _as_numpy

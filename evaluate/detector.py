@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 import cv2
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from checkpoint import load_symbol_file

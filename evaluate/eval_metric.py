@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from symbol.anchors import box_iou

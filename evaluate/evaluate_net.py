@@ -13,7 +13,7 @@ import re
 import time
 from typing import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol

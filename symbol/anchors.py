@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 from dataset.recordio_utils import read_labels, read_lst

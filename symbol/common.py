@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 
 def conv_act_layer(from_layer: mx.sym.Symbol, name: str, num_filter: int,

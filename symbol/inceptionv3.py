@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 
 def _conv(data: mx.sym.Symbol, num_filter: int, name: str, kernel: tuple[int, int] = (1, 1),

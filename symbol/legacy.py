@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 Value = TypeVar("Value")
 

@@ -6,7 +6,7 @@ Each block is ``{name}_conv2d`` (no bias) + ``{name}_batchnorm`` + ``{name}_relu
 """
 from __future__ import annotations
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 # (block index, output filters, stride of the depthwise 3x3) for blocks 2..14
 _BLOCKS = ((2, 64, 1), (3, 128, 2), (4, 128, 1), (5, 256, 2), (6, 256, 1), (7, 512, 2),

@@ -7,7 +7,7 @@ which changes when a second network is built in the same process).
 """
 from __future__ import annotations
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 # depth -> units per stage (bottleneck blocks)
 UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 from symbol.common import multi_layer_feature, multibox_layer
 

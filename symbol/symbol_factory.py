@@ -25,7 +25,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 from symbol import symbol_builder
 

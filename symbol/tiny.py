@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 # output filters of each stride-2 stage
 STAGE_FILTERS = (16, 32, 64, 128, 128)

@@ -5,7 +5,7 @@ Layer names follow the original (``conv1_1`` ... ``conv5_3``, ``fc6``, ``fc7``, 
 """
 from __future__ import annotations
 
-import mxnet as mx
+from config.mxnet_compat import mx
 
 # (group, number of 3x3 convolutions, filters)
 _GROUPS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))

@@ -58,7 +58,7 @@ def tiny_train_kwargs(synth: types.SimpleNamespace, prefix: str, **overrides) ->
     Defaults: 64 px, batch 8, one epoch from scratch on one CPU context, no validation;
     ``overrides`` replace any of them.
     """
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     kwargs = dict(net="tiny", train_path=synth.train_rec, num_classes=synth.num_classes,
                   batch_size=8, data_shape=64, mean_pixels=[123, 117, 104], resume=-1,

@@ -27,7 +27,7 @@ import time
 from config.runtime import setup_threads
 
 setup_threads(1)
-import mxnet as mx  # noqa: E402  (after setup_threads; servers and the scheduler stop here)
+from config.mxnet_compat import mx  # noqa: E402  (after setup_threads; servers and the scheduler stop here)
 import numpy as np  # noqa: E402
 
 NUM_SAMPLES = 64   # rows of the fixed data set

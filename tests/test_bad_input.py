@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

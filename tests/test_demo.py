@@ -37,7 +37,8 @@ def test_preprocess_matches_record_iterator(synth_data):
     """The detector sees the pixels the validation iterator feeds (RGB, resize, mean)."""
     from config.config import cfg
     from dataset.iterator import DetRecordIter
-    import mxnet.recordio as recordio
+    from config.mxnet_compat import mx
+    recordio = mx.recordio
     record = recordio.MXIndexedRecordIO(synth_data.val_idx, synth_data.val_rec, "r")
     _, encoded = recordio.unpack(record.read_idx(record.keys[0]))
     record.close()

@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 
 import deploy

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

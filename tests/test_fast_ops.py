@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

@@ -386,7 +386,7 @@ def test_disk_full_while_writing_states_removes_the_partial_epoch(tmp_path):
     import errno
     import types
 
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     import callbacks
     import checkpoint

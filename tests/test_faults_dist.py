@@ -274,7 +274,7 @@ def test_train_py_server_killed_while_training(tmp_path, synth_data):
     its real name is complete: a worker stopped inside an atomic write leaves at most its hidden
     ``.NAME.tmpPID`` file (a pull from the dead server never returns, so SIGKILL ends it there).
     """
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     train = dist_train_command(synth_data, tmp_path / "ssd", end_epoch=20)
     job = Job(["-n", "2", "-s", "1", "--timeout", "55"], train, tmp_path)

@@ -5,7 +5,7 @@ import json
 import logging
 import os
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

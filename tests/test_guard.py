@@ -7,7 +7,7 @@ finite values however large (a sum of squares overflows above ~1.8e19).
 """
 from __future__ import annotations
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

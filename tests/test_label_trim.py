@@ -7,7 +7,7 @@ bound one; targets, outputs, parameters and BatchNorm statistics must not change
 """
 from __future__ import annotations
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import pytest
 
 from fit import get_lr_scheduler, get_optimizer_params, parse_lr_steps

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 from PIL import Image

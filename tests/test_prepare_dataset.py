@@ -1,7 +1,7 @@
 """prepare_dataset + pack_rec: record layout, readers of the output, formats agree, errors."""
 import os
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

@@ -27,7 +27,7 @@ def _load_cli(name: str):
 
 def _anchors(network: str, side: int) -> np.ndarray:
     """(N, 4) anchors [x1, y1, x2, y2] of a preset, computed by MultiBoxPrior."""
-    import mxnet as mx
+    from config.mxnet_compat import mx
 
     from symbol import symbol_builder
 

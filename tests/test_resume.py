@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

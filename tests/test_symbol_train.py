@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import numpy as np
 import pytest
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-import mxnet as mx
+from config.mxnet_compat import mx
 import pytest
 
 import train

@@ -17,7 +17,7 @@ from benchmarks.vs_original import batch_end_rate, parse_speeds, steady_rate
 REPO = Path(__file__).resolve().parent.parent
 
 STAND_IN = """import argparse, time
-import mxnet as mx
+from config.mxnet_compat import mx
 p = argparse.ArgumentParser()
 p.add_argument("--batch-size", type=int)
 p.add_argument("--frequent", type=int)

@@ -27,7 +27,7 @@ from config.runtime import setup_threads  # noqa: E402
 
 setup_threads()
 
-import mxnet as mx  # noqa: E402
+from config.mxnet_compat import mx  # noqa: E402
 
 from checkpoint import atomic_write, load_param_file  # noqa: E402
 

@@ -53,7 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
 def draw_preview(rec_path: str, first: int, path: str, count: int = 4) -> None:
     """Draw records ``first .. first + count - 1`` of ``rec_path`` with their boxes, 2 a row."""
     import cv2
-    import mxnet as mx
+    from config.mxnet_compat import mx
     import numpy as np
 
     from dataset.mosaic import read_photo

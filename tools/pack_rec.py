@@ -73,7 +73,7 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
     tuple of str
         ``(rec_path, idx_path)``.
     """
-    import mxnet as mx  # after the caller's setup_threads()
+    from config.mxnet_compat import mx  # after the caller's setup_threads()
 
     from checkpoint import FileWriteError, explain_write_failure
 

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run by path (python tools/x.py): make the repos
 from config.runtime import setup_threads
 
 setup_threads()
-import mxnet as mx  # noqa: E402  (after setup_threads)
+from config.mxnet_compat import mx  # noqa: E402  (after setup_threads)
 
 from symbol.symbol_factory import (data_side, describe_feature_layers, get_symbol,  # noqa: E402
                                    get_symbol_train)
