@@ -43,8 +43,8 @@ def get_parser() -> argparse.ArgumentParser:
                              "appended (default ./model/ssd_)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU")
     parser.add_argument("--gpu", dest="gpu_id", type=int, default=0, help="GPU id (default 0)")
-    parser.add_argument("--data-shape", dest="data_shape", default="512",
-                        help="input side, 'h' or 'h,w' (default 512)")
+    parser.add_argument("--data-shape", dest="data_shape", default=None,
+                        help="input side, 'h' or 'h,w' (default 512; with --onnx the file's)")
     add_mean_args(parser)
     parser.add_argument("--thresh", type=float, default=0.5,
                         help="minimum score drawn (default 0.5)")
@@ -66,6 +66,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--anchors", default="",
                         help="JSON of anchor sizes/ratios the model was trained with "
                              "(train.py --anchors FILE; default: the preset's)")
+    parser.add_argument("--onnx", default="",
+                        help="detect with this deploy.py --onnx file in onnxruntime instead of "
+                             "the checkpoint (its own mean and NMS; default none)")
     parser.add_argument("--output-dir", dest="output_dir",
                         default=os.path.join(".", "output", "detections"),
                         help="where pictures are written (default ./output/detections)")
@@ -136,13 +139,21 @@ def output_path(output_dir: str, image_path: str, used: set[str]) -> str:
     return os.path.join(output_dir, name)
 
 
+def build_onnx_detector(args, num_classes: int | None):
+    """The onnxruntime detector of ``--onnx`` (checked against --data-shape / --class-names)."""
+    from evaluate.evaluate_net import parse_data_shape
+    from evaluate.onnx_detector import OnnxDetector
+    data_shape = parse_data_shape(args.data_shape) if args.data_shape else None
+    return OnnxDetector(args.onnx, data_shape, num_classes, args.batch_size)
+
+
 def build_detector(args, num_classes: int):
     """The Detector for the flags (inference graph rebuilt unless --deploy)."""
     from config.mxnet_compat import mx
     from evaluate import parse_mean
     from evaluate.detector import Detector
     from evaluate.evaluate_net import load_inference_symbol, parse_data_shape, resolve_prefix
-    data_shape = parse_data_shape(args.data_shape)
+    data_shape = parse_data_shape(args.data_shape or "512")
     if args.cpu:
         ctx = mx.cpu()
     else:
@@ -237,12 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from evaluate import parse_class_names
     try:
-        class_names = parse_class_names(args.class_names)
+        if args.onnx:
+            detector = build_onnx_detector(args, len(parse_class_names(args.class_names))
+                                           if args.class_names else None)
+            class_names = (parse_class_names(args.class_names) if args.class_names
+                           else detector.meta["class_names"])
+        else:
+            class_names = parse_class_names(args.class_names)
         if not 0.0 <= args.thresh <= 1.0:
             raise ValueError(f"--thresh must be in [0, 1], got {args.thresh}")
         frame_resize = parse_frame_resize(args.frame_resize)
         paths = [] if args.camera else list_images(args.images, args.dir, args.extension)
-        detector = build_detector(args, len(class_names))
+        if not args.onnx:
+            detector = build_detector(args, len(class_names))
         if args.camera:
             frames = run_camera(detector, class_names, args.thresh, args.output_dir,
                                 frame_resize, args.camera_frames, args.show_timer)

@@ -5,7 +5,8 @@ Example::
     python deploy.py --network vgg16_reduced --data-shape 300 --prefix model/ssd_ --epoch 240
 
 reads ``model/ssd_vgg16_reduced_300-{symbol.json,0240.params}`` and writes
-``model/deploy_ssd_vgg16_reduced_300-symbol.json`` and ``-0240.params`` next to it.
+``model/deploy_ssd_vgg16_reduced_300-symbol.json`` and ``-0240.params`` next to it; with
+``--onnx`` also ``-0240.onnx``, the same detector for onnxruntime (docs/ONNX.md).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ setup_threads()
 from config.mxnet_compat import mx  # noqa: E402  (after setup_threads)
 
 from checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
+from evaluate import VOC_CLASSES, add_mean_args, parse_class_names, parse_mean  # noqa: E402
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
 
 logger = logging.getLogger("deploy")
@@ -48,6 +50,16 @@ def get_parser() -> argparse.ArgumentParser:
                              "classes)")
     parser.add_argument("--topk", dest="nms_topk", type=int, default=400,
                         help="keep the top k detections before NMS (default: 400)")
+    parser.add_argument("--anchors", default="",
+                        help="JSON of anchor sizes/ratios the model was trained with "
+                             "(train.py --anchors FILE; default: the preset's)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write <deploy prefix>-<epoch>.onnx for onnxruntime: RGB "
+                             "0-255 in, detections out (docs/ONNX.md)")
+    parser.add_argument("--class-names", dest="class_names", default="",
+                        help="comma list or file of names stored in the ONNX file (default: "
+                             "the 20 VOC names with --num-class 20, else class_0, class_1, ...)")
+    add_mean_args(parser)
     return parser
 
 
@@ -99,8 +111,8 @@ def _save_atomically(save_prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_pa
 
 
 def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_classes: int,
-               nms_thresh: float = 0.5, force_nms: bool = True, nms_topk: int = 400
-               ) -> tuple[str, str]:
+               nms_thresh: float = 0.5, force_nms: bool = True, nms_topk: int = 400,
+               anchors: dict | None = None) -> tuple[str, str]:
     """Convert ``prefix``'s checkpoint of ``epoch`` to an inference checkpoint.
 
     Parameters
@@ -113,6 +125,8 @@ def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_class
         Checkpoint prefix (already resolved, see ``resolve_prefix``).
     nms_thresh, force_nms, nms_topk
         MultiBoxDetection settings stored in the new symbol.
+    anchors : dict, optional
+        ``sizes`` / ``ratios`` overrides the model was trained with (``train.py --anchors``).
 
     Returns
     -------
@@ -125,7 +139,7 @@ def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_class
                                 f"--epoch {epoch})")
     side = data_side(data_shape)
     net = get_symbol(network, side, num_classes, nms_thresh=nms_thresh,
-                     force_suppress=force_nms, nms_topk=nms_topk)
+                     force_suppress=force_nms, nms_topk=nms_topk, **(anchors or {}))
     saved = load_param_file(params_path, f"--prefix {prefix} --epoch {epoch}")
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
@@ -140,6 +154,35 @@ def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_class
     return _save_atomically(save_prefix, epoch, net, arg_params, aux_params)
 
 
+def default_class_names(value: str, num_classes: int) -> list[str]:
+    """``--class-names``, or VOC's 20 names for 20 classes, or ``class_0``, ``class_1``, ..."""
+    if not value and num_classes != len(VOC_CLASSES):
+        return [f"class_{i}" for i in range(num_classes)]
+    return parse_class_names(value, num_classes)
+
+
+def export_deploy_onnx(network: str, epoch: int, save_prefix: str, data_shape: int,
+                       class_names: Sequence[str], mean_pixels: Sequence[float]) -> str:
+    """Export the deploy checkpoint ``save_prefix`` of ``epoch`` to ``{save_prefix}-%04d.onnx``.
+
+    Raises
+    ------
+    ValueError
+        The graph holds an operator the exporter does not convert (named), or a parameter is
+        missing; no file is written then.
+    """
+    from checkpoint import load_arg_aux, load_symbol_file
+    from evaluate.onnx_export import export_metadata, export_onnx
+    params_path = f"{save_prefix}-{epoch:04d}.params"
+    symbol = load_symbol_file(f"{save_prefix}-symbol.json", "--prefix")
+    arg_params, aux_params = load_arg_aux(params_path, "--prefix/--epoch", save_prefix)
+    side = (data_side(data_shape),) * 2
+    metadata = export_metadata(network, side, class_names, mean_pixels,
+                               os.path.basename(params_path))
+    return export_onnx(symbol, arg_params, aux_params, side, mean_pixels, metadata,
+                       f"{save_prefix}-{epoch:04d}.onnx", what=params_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on bad input)."""
     args = get_parser().parse_args(argv)
@@ -147,9 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("arguments: %s", vars(args))
     try:
         prefix = resolve_prefix(args.prefix, args.network, args.data_shape)
+        class_names = default_class_names(args.class_names, args.num_classes)
+        mean = parse_mean(args.mean_r, args.mean_g, args.mean_b)
+        from symbol.anchors import load_anchor_file
+        anchors = load_anchor_file(args.anchors) if args.anchors else None
         json_path, params_path = deploy_net(args.network, args.epoch, prefix, args.data_shape,
                                             args.num_classes, nms_thresh=args.nms_thresh,
-                                            force_nms=args.force_nms, nms_topk=args.nms_topk)
+                                            force_nms=args.force_nms, nms_topk=args.nms_topk,
+                                            anchors=anchors)
+        onnx_path = (export_deploy_onnx(args.network, args.epoch, deploy_prefix(prefix),
+                                        args.data_shape, class_names, mean)
+                     if args.onnx else "")
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -158,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"Saved model: {json_path}")
     print(f"Saved params: {params_path}")
+    if onnx_path:
+        print(f"Saved ONNX: {onnx_path}")
     return 0
 
 

@@ -70,6 +70,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--anchors", default="",
                         help="JSON of anchor sizes/ratios the model was trained with "
                              "(train.py --anchors FILE; default: the preset's)")
+    parser.add_argument("--onnx", default="",
+                        help="score this deploy.py --onnx file with onnxruntime instead of the "
+                             "checkpoint (its own mean and NMS settings; default none)")
     parser.add_argument("--output-dir", dest="output_dir", default="",
                         help="write results.json and pr_curves.png here (default none)")
     add_bad_records_arg(parser)
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = get_contexts(args.cpu, args.gpu_id)
         prefix = resolve_prefix(args.prefix, args.network, args.data_shape, args.epoch)
         logging.info("arguments: %s", vars(args))
-        logging.info("checkpoint %s-%04d.params", prefix, args.epoch)
+        if not args.onnx:
+            logging.info("checkpoint %s-%04d.params", prefix, args.epoch)
         selection = select_records(args.rec_path, args.bad_records, "--rec-path")
         results = evaluate_net(args.network, selection.path, args.num_class, args.num_batch, mean,
                                args.data_shape, prefix, args.epoch, ctx,
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                class_names=class_names, voc07_metric=args.use_voc07_metric,
                                deploy_net=args.deploy_net, metric=args.metric,
                                output_dir=args.output_dir or None, nms_topk=args.nms_topk,
-                               anchors=load_anchor_file(args.anchors) if args.anchors else None)
+                               anchors=load_anchor_file(args.anchors) if args.anchors else None,
+                               onnx_path=args.onnx or None)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -254,7 +254,7 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
                  class_names: Sequence[str] | None = None, voc07_metric: bool = False,
                  deploy_net: bool = False, metric: str = "voc", output_dir: str | None = None,
                  nms_topk: int = 400, progress: bool = True,
-                 anchors: dict | None = None) -> dict:
+                 anchors: dict | None = None, onnx_path: str | None = None) -> dict:
     """Evaluate a checkpoint on a record file.
 
     Parameters
@@ -295,6 +295,9 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         Writes ``results.json`` and ``pr_curves.png`` there.
     progress : bool
         tqdm progress bar while scoring.
+    onnx_path : str, optional
+        Score this ``deploy.py --onnx`` file with onnxruntime instead of the checkpoint (its
+        own mean, anchors and NMS settings; ``model_prefix`` and ``epoch`` unused).
 
     Returns
     -------
@@ -316,20 +319,19 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     voc_metric = build_metric(num_classes, class_names, ovp_thresh, use_difficult, voc07_metric)
     names = voc_metric.class_names
 
-    symbol = load_inference_symbol(net, (height, width), num_classes, model_prefix, nms_thresh,
-                                   force_nms, nms_topk, deploy_net, anchors)
-    arg_params, aux_params = load_params(model_prefix, epoch)
-    what = "the deploy graph" if deploy_net else f"network {net!r} with --num-class {num_classes}"
-    check_params(symbol, arg_params, aux_params, (batch_size, 3, height, width), what)
-
     from dataset.iterator import DetRecordIter
     from config.config import cfg
+    if onnx_path:
+        module, nms_thresh, force_nms, nms_topk = _onnx_module(onnx_path, (height, width),
+                                                               num_classes)
+        mean_pixels = (0.0, 0.0, 0.0)          # the file subtracts its own mean
+    else:
+        module = _bind_checkpoint(net, (height, width), num_classes, model_prefix, epoch,
+                                  nms_thresh, force_nms, nms_topk, deploy_net, anchors,
+                                  batch_size, contexts)
     eval_iter = DetRecordIter(path_imgrec, batch_size, (3, height, width),
                               mean_pixels=tuple(mean_pixels), path_imglist=path_imglist,
                               **cfg.valid)
-    module = mx.mod.Module(symbol, data_names=("data",), label_names=None, context=contexts)
-    module.bind(data_shapes=eval_iter.provide_data, for_training=False)
-    module.set_params(arg_params, aux_params, allow_missing=False, force_init=True)
 
     metrics = [voc_metric]
     if metric == "coco":
@@ -350,7 +352,7 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     results = {
         "protocol": protocol,
         "metric": "VOC07 11-point" if voc07_metric else "VOC area",
-        "checkpoint": f"{model_prefix}-{epoch:04d}.params",
+        "checkpoint": onnx_path or f"{model_prefix}-{epoch:04d}.params",
         "rec_path": path_imgrec,
         "num_images": num_images,
         "images_per_sec": num_images / elapsed if elapsed > 0 else float("nan"),
@@ -366,6 +368,34 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     if output_dir:
         results["files"] = write_outputs(results, voc_metric, output_dir)
     return results
+
+
+def _bind_checkpoint(net: str, data_shape: tuple[int, int], num_classes: int, model_prefix: str,
+                     epoch: int, nms_thresh: float, force_nms: bool, nms_topk: int,
+                     deploy_net: bool, anchors: dict | None, batch_size: int,
+                     contexts: list) -> mx.mod.Module:
+    """The checkpoint's inference graph, checked and bound for ``batch_size``."""
+    symbol = load_inference_symbol(net, data_shape, num_classes, model_prefix, nms_thresh,
+                                   force_nms, nms_topk, deploy_net, anchors)
+    arg_params, aux_params = load_params(model_prefix, epoch)
+    what = "the deploy graph" if deploy_net else f"network {net!r} with --num-class {num_classes}"
+    check_params(symbol, arg_params, aux_params, (batch_size, 3) + tuple(data_shape), what)
+    module = mx.mod.Module(symbol, data_names=("data",), label_names=None, context=contexts)
+    module.bind(data_shapes=[("data", (batch_size, 3) + tuple(data_shape))], for_training=False)
+    module.set_params(arg_params, aux_params, allow_missing=False, force_init=True)
+    return module
+
+
+def _onnx_module(onnx_path: str, data_shape: tuple[int, int], num_classes: int):
+    """An onnxruntime stand-in for the bound module, and the file's NMS settings."""
+    from evaluate.onnx_detector import OnnxDetector, OnnxModule
+    detector = OnnxDetector(onnx_path, data_shape, num_classes)
+    meta = detector.meta
+    logger.info("scoring %s with onnxruntime (mean %s, NMS %s, force %s, top-k %s: the file's)",
+                onnx_path, meta["mean_pixels"], meta.get("nms_threshold"),
+                meta.get("force_suppress"), meta.get("nms_topk"))
+    return (OnnxModule(detector), float(meta.get("nms_threshold", "nan")),
+            meta.get("force_suppress") == "True", int(meta.get("nms_topk", -1)))
 
 
 class _Both(mx.metric.EvalMetric):
