@@ -338,3 +338,55 @@ def test_failed_write_leaves_no_partial_file(trained, tmp_path, monkeypatch):
         deploy.export_deploy_onnx("tiny", 10, str(prefix), SIDE, ["a", "b", "c", "d"],
                                   (123, 117, 104))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy-0010.params", "copy-symbol.json"]
+
+
+# ------------------------------------------------------------- real photographs
+RACCOON = os.path.join(REPO, "..", "shared", "data", "raccoon")
+
+
+@pytest.mark.slow
+def test_raccoon_model_gives_mxnet_detections_and_map(tmp_path, capsys):
+    """tiny_photo trained 4 epochs (128 px) on the 160 raccoon photos, deployed with --onnx: on
+    the 40 test photos the same rows as MXNet's deploy graph, and the same VOC07 mAP."""
+    devkit = os.path.join(RACCOON, "VOCdevkit")
+    if not os.path.isdir(devkit):
+        pytest.skip(f"real-photo data not found at {os.path.abspath(RACCOON)} (the raccoon set "
+                    "of ../shared/data; see its README)")
+    from tools.prepare_dataset import prepare_dataset
+    from train_net import train_net
+    sets = {}
+    for name in ("trainval", "test"):
+        sets[name] = prepare_dataset("pascal", name, devkit, str(tmp_path / f"{name}.lst"),
+                                     shuffle=name == "trainval", class_names=["raccoon"],
+                                     resize=256, seed=0, progress=False)
+    prefix = str(tmp_path / "ssd")
+    train_net(net="tiny_photo", train_path=sets["trainval"]["rec"], num_classes=1, batch_size=8,
+              data_shape=128, mean_pixels=[123, 117, 104], resume=-1, finetune=-1,
+              pretrained="", epoch=0, prefix=prefix, ctx=[mx.cpu()], begin_epoch=0,
+              end_epoch=4, frequent=100, learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
+              lr_refactor_step="10", lr_refactor_ratio=0.1, num_example=160,
+              label_pad_width=-1, class_names=["raccoon"], val_path="", seed=1)
+    assert deploy.main(["--network", "tiny_photo", "--data-shape", "128", "--num-class", "1",
+                        "--class-names", "raccoon", "--prefix", prefix + "_", "--epoch", "4",
+                        "--onnx"]) == 0
+    deployed = str(tmp_path / "deploy_ssd_tiny_photo_128")
+    with open(sets["test"]["lst"]) as f:
+        photos = [os.path.join(devkit, line.rstrip("\n").split("\t")[-1]) for line in f]
+    arrays = [load_image(p) for p in photos]
+    mxnet = Detector(None, deployed, 4, 128, batch_size=8).detect_arrays(arrays)
+    onnx_rows = OnnxDetector(f"{deployed}-0004.onnx", (128, 128), 1,
+                             batch_size=8).detect_arrays(arrays)
+    report = match_detections(mxnet, onnx_rows)
+    assert len(arrays) == 40 and report["rows"] > 400
+    assert report["unmatched_reference"] == [] and report["unmatched_other"] == []
+    assert report["max_score_diff"] <= 1e-5 and report["max_corner_diff"] <= 1e-4
+    cli = load_cli("evaluate")
+    common = ["--rec-path", sets["test"]["rec"], "--network", "tiny_photo", "--data-shape",
+              "128", "--num-class", "1", "--class-names", "raccoon", "--cpu", "--nms", "0.45"]
+    maps = []
+    capsys.readouterr()
+    for extra in (["--prefix", deployed, "--epoch", "4", "--deploy"],
+                  ["--onnx", f"{deployed}-0004.onnx"]):
+        assert cli.main(common + extra) == 0
+        maps.append(float(re.search(r"^mAP:\s+([0-9.]+)", capsys.readouterr().out, re.M)[1]))
+    assert maps[0] > 0.01 and abs(maps[0] - maps[1]) <= 1e-4
