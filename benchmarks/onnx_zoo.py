@@ -26,7 +26,7 @@ ZOO = ["vgg16_reduced:300", "vgg16_reduced:512", "resnet50:300", "resnet50:512",
        "mobilenet:300", "mobilenet:512", "tiny:160", "tiny_photo:256", "tiny_photo:256:fitted"]
 # anchors as tools/anchors.py --output writes them (5 layers of tiny_photo)
 FITTED = {"sizes": [[.1, .15], [.2, .3], [.4, .5], [.6, .7], [.8, .9]],
-          "ratios": [[1, 1.6, 0.62]] * 5}
+          "ratios": [[1, 1.6, 0.62, 2.4]] * 5}          # 5 anchors per place, not 4
 
 
 def check_preset(network: str, side: int, overrides: dict, num_classes: int = 20) -> dict:

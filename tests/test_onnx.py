@@ -145,8 +145,18 @@ def test_layers_match_mxnet(network, side):
 
 
 def test_fitted_anchors_are_exported():
-    check_layers("tiny_photo", 128, sizes=[[.1, .15], [.2, .3], [.4, .5], [.6, .7], [.8, .9]],
-                 ratios=[[1, 1.5, 0.7]] * 5)
+    """Anchors of train.py --anchors (5 per place instead of the preset's 4) travel in the file."""
+    fitted = {"sizes": [[.1, .15], [.2, .3], [.4, .5], [.6, .7], [.8, .9]],
+              "ratios": [[1, 1.5, 0.7, 2.4]] * 5}
+    check_layers("tiny_photo", 128, **fitted)
+    symbol = get_symbol("tiny_photo", 128, 3, **fitted)
+    model = build_onnx_model(symbol, *random_params(symbol, 128), (128, 128), (0, 0, 0), {})
+    stored = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    expected = mx.nd.contrib.MultiBoxPrior(mx.nd.zeros((1, 1, 16, 16)), sizes=(.1, .15),
+                                           ratios=(1, 1.5, 0.7, 2.4)).asnumpy().reshape(-1, 4)
+    width = stored["anchor_w"]
+    assert width.shape == (5 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1),)
+    np.testing.assert_array_equal(width[:len(expected)], expected[:, 2] - expected[:, 0])
 
 
 @pytest.mark.slow
