@@ -287,6 +287,12 @@ def test_detect_onnx_runs_without_mxnet(trained, synth_data, tmp_path):
         report = match_detections([rows], [got], score_tol=2e-5, corner_tol=1e-4)
         assert report["unmatched_reference"] == [] and report["unmatched_other"] == [], path
     assert sum(len(v) for v in printed.values()) > 0
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "tools", "detect_onnx.py"),
+                          str(junk), photos[0]], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith(f"error: onnx: {junk} cannot be loaded")
 
 
 # ------------------------------------------------------------- bad input

@@ -66,7 +66,11 @@ def open_model(path: str, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(0, threads)
     options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as err:      # onnxruntime's own exception types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"onnx: {path} cannot be loaded by onnxruntime: {first}") from None
     meta = session.get_modelmeta().custom_metadata_map
     if "data_shape" not in meta:
         raise ValueError(f"onnx: {path} has no data_shape metadata: not a deploy.py --onnx file")
