@@ -84,13 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     report = match_detections(mxnet, onnx_detector.detect_arrays(arrays))
     print(f"{len(photos)} photos, {report['rows']} rows kept by MXNet: {report['in_place']} "
           f"at the same place in ONNX, {report['swapped']} swapped with a near-equal score, "
-          f"{len(report['unmatched_reference'])} MXNet-only, "
-          f"{len(report['unmatched_other'])} ONNX-only")
+          f"{len(report['tie_choice'])} pairs of equal-score boxes where NMS kept the other "
+          f"one, {len(report['at_cut'])} on one side only at the lowest kept score (the top-k "
+          f"cut), "
+          f"{len(report['unmatched_reference'])} other MXNet-only, "
+          f"{len(report['unmatched_other'])} other ONNX-only")
     print(f"largest score difference {report['max_score_diff']:.2e}, largest corner difference "
           f"{report['max_corner_diff']:.2e}")
+    for image, row, other in report["tie_choice"][:10]:
+        print(f"  equal-score pair: {photos[image]} MXNet {[round(v, 6) for v in row]} ONNX "
+              f"{[round(v, 6) for v in other]}")
+    for image, side_name, row in report["at_cut"][:10]:
+        print(f"  at the cut, {'MXNet' if side_name == 'reference' else 'ONNX'} only: "
+              f"{photos[image]} {[round(v, 6) for v in row]}")
     for side_name in ("unmatched_reference", "unmatched_other"):
         for image, row in report[side_name][:10]:
-            print(f"  {side_name}: {photos[image]} {row}")
+            print(f"  {side_name}: {photos[image]} {[round(v, 6) for v in row]}")
     if args.rec:
         maps = [voc07_map(args.rec, args.network, side[0], args.class_names, extra) for extra in
                 (["--prefix", args.deploy, "--epoch", str(args.epoch), "--deploy"],

@@ -17,6 +17,9 @@ import cv2
 import numpy as np
 
 INPUT_NAME = "data"
+# two boxes of one class and equal score that NMS decided the other way overlap at least this
+# much (one suppressed the other: IoU >= the NMS threshold, 0.45 or 0.5 in this project)
+TIE_IOU = 0.3
 
 
 def onnx_threads() -> int:
@@ -193,14 +196,25 @@ def match_detections(reference: Sequence[np.ndarray], other: Sequence[np.ndarray
     in place is looked for among the other image's unmatched rows (two rows of near-equal
     scores can swap places: float32 sums in a different order move a score by ~1e-9).
 
+    Rows found by one side only are explained when they can be: a pair of them (one per side)
+    of the same class and scores within ``score_tol`` is a ``tie_choice`` (two overlapping
+    boxes of equal score, IoU >= ``TIE_IOU``: which one suppresses the other follows the last
+    bits of the scores);
+    one whose score is within ``score_tol`` of the lowest score the two sides kept for that
+    image is ``at_cut`` (a group of equal scores straddled the top-k cut and the last bits
+    chose different members of the group).
+
     Returns
     -------
     dict
         ``rows`` (reference rows), ``in_place``, ``swapped`` (matched elsewhere),
-        ``unmatched_reference`` / ``unmatched_other`` (lists of (image, row)),
-        ``max_score_diff`` / ``max_corner_diff`` over the matched rows.
+        ``tie_choice`` (pairs: (image, reference row, other row)), ``at_cut`` (one side only,
+        at the lowest kept score: (image, side, row)),
+        ``unmatched_reference`` / ``unmatched_other`` (any other row found by one side only:
+        lists of (image, row)), ``max_score_diff`` / ``max_corner_diff`` over matched rows.
     """
-    report = {"rows": 0, "in_place": 0, "swapped": 0, "unmatched_reference": [],
+    report = {"rows": 0, "in_place": 0, "swapped": 0, "tie_choice": [], "at_cut": [],
+              "unmatched_reference": [],
               "unmatched_other": [], "max_score_diff": 0.0, "max_corner_diff": 0.0}
 
     def close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -223,13 +237,48 @@ def match_detections(reference: Sequence[np.ndarray], other: Sequence[np.ndarray
                 record(row, oth[i])
             else:
                 missed.append(i)
+        lost = []
         for i in missed:
             found = next((j for j in sorted(free) if close(ref[i], oth[j])), None)
             if found is None:
-                report["unmatched_reference"].append((image, ref[i].tolist()))
+                lost.append(("reference", ref[i]))
             else:
                 report["swapped"] += 1
                 free.discard(found)
                 record(ref[i], oth[found])
-        report["unmatched_other"] += [(image, oth[j].tolist()) for j in sorted(free)]
+        lost += [("other", oth[j]) for j in sorted(free)]
+        lost = _pair_tie_choices(lost, score_tol, image, report)
+        lowest = min([r[:, 1].min() for r in (ref, oth) if len(r)], default=0.0)
+        for side, row in lost:
+            if abs(row[1] - lowest) <= score_tol:
+                report["at_cut"].append((image, side, row.tolist()))
+            else:
+                report[f"unmatched_{side}"].append((image, row.tolist()))
     return report
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two corner boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _pair_tie_choices(lost: list, score_tol: float, image: int, report: dict) -> list:
+    """Move (reference, other) pairs of equal class and near-equal score to ``tie_choice``;
+    returns the rows left."""
+    others = [row for side, row in lost if side == "other"]
+    left = []
+    for side, row in lost:
+        if side != "reference":
+            continue
+        match = next((k for k, o in enumerate(others)
+                      if o[0] == row[0] and abs(o[1] - row[1]) <= score_tol
+                      and _iou(o[2:], row[2:]) >= TIE_IOU), None)
+        if match is None:
+            left.append((side, row))
+        else:
+            report["tie_choice"].append((image, row.tolist(), others.pop(match).tolist()))
+    return left + [("other", row) for row in others]

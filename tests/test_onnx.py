@@ -105,6 +105,26 @@ def test_equal_scores_keep_anchor_order_and_iou_at_threshold_suppresses():
     assert got[:, 0].tolist() == [0, 0, -1, 0, 0]        # IoU([0,0,.5,.5], [0,0,.5,.25]) = 0.5
 
 
+def test_match_detections_explains_tie_effects():
+    """Swapped near-equal scores, an equal-score pair decided the other way by NMS, a row at
+    the top-k cut, and a real difference, each counted as such."""
+    ref = np.array([[0, .9, .1, .1, .3, .3], [1, .5, .5, .5, .7, .7], [1, .5, .6, .6, .8, .8],
+                    [2, .4, .0, .0, .2, .2], [0, .1, .4, .4, .6, .6]], np.float32)
+    other = np.array([[0, .9, .1, .1, .3, .3], [1, .5 + 1e-7, .6, .6, .8, .8],
+                      [1, .5, .5, .5, .7, .7], [2, .45, .0, .0, .2, .2],
+                      [0, .1, .7, .7, .9, .9]], np.float32)
+    report = match_detections([ref], [other])
+    assert (report["in_place"], report["swapped"]) == (1, 2)
+    assert len(report["tie_choice"]) == 0 and len(report["at_cut"]) == 2   # score 0.1: lowest
+    assert [r[0] for _, r in report["unmatched_reference"]] == [2]
+    assert [r[0] for _, r in report["unmatched_other"]] == [2]
+    for box, paired in (([.55, .5, .75, .7], 1), ([.8, .8, 1, 1], 0)):     # IoU 0.6, 0
+        pair = match_detections([ref[[0, 1, 4]]],
+                                [np.array([ref[0], [1, .5] + box, ref[4]], np.float32)])
+        assert len(pair["tie_choice"]) == paired
+        assert len(pair["unmatched_reference"]) == len(pair["unmatched_other"]) == 1 - paired
+
+
 # ------------------------------------------------------------- the layers of the zoo
 def random_params(symbol, side: int, seed: int = 0):
     arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, side, side))
@@ -218,8 +238,17 @@ def test_trained_model_gives_mxnet_detections(trained, synth_data):
                              batch_size=8).detect_arrays(arrays)
     report = match_detections(mxnet, onnx_rows)
     assert report["rows"] > 1000 and max(d[:, 1].max() for d in mxnet) > 0.5
+    assert_explained(report)
+
+
+def assert_explained(report: dict) -> None:
+    """Every row matched, or one of the two explained float32 tie effects (docs/ONNX.md)."""
     assert report["unmatched_reference"] == [] and report["unmatched_other"] == []
-    assert report["in_place"] + report["swapped"] == report["rows"]
+    unexplained = (report["rows"] - report["in_place"] - report["swapped"]
+                   - len(report["tie_choice"])
+                   - sum(side == "reference" for _, side, _ in report["at_cut"]))
+    assert unexplained == 0
+    assert len(report["tie_choice"]) + len(report["at_cut"]) <= 0.01 * report["rows"]
     assert report["max_score_diff"] <= 1e-5 and report["max_corner_diff"] <= 1e-4
 
 
@@ -285,7 +314,7 @@ def test_detect_onnx_runs_without_mxnet(trained, synth_data, tmp_path):
         rows = rows[rows[:, 1] >= 0.05]
         got = np.array(printed.get(path, []), np.float32).reshape(-1, 6)
         report = match_detections([rows], [got], score_tol=2e-5, corner_tol=1e-4)
-        assert report["unmatched_reference"] == [] and report["unmatched_other"] == [], path
+        assert report["in_place"] + report["swapped"] == report["rows"] == len(got), path
     assert sum(len(v) for v in printed.values()) > 0
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
@@ -395,8 +424,7 @@ def test_raccoon_model_gives_mxnet_detections_and_map(tmp_path, capsys):
                              batch_size=8).detect_arrays(arrays)
     report = match_detections(mxnet, onnx_rows)
     assert len(arrays) == 40 and report["rows"] > 400
-    assert report["unmatched_reference"] == [] and report["unmatched_other"] == []
-    assert report["max_score_diff"] <= 1e-5 and report["max_corner_diff"] <= 1e-4
+    assert_explained(report)
     cli = load_cli("evaluate")
     common = ["--rec-path", sets["test"]["rec"], "--network", "tiny_photo", "--data-shape",
               "128", "--num-class", "1", "--class-names", "raccoon", "--cpu", "--nms", "0.45"]
