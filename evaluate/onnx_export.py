@@ -20,8 +20,8 @@ from onnx import helper
 
 from checkpoint import atomic_write
 from evaluate.onnx_detection import add_multibox_detection
-from evaluate.onnx_graph import OPSET, OnnxGraph, UnsupportedGraph, convert_layers, parse_attr
-from evaluate.onnx_graph import value_info
+from evaluate.onnx_graph import (OPSET, OnnxGraph, UnsupportedGraph, convert_layers, parse_attr,
+                                 value_info)
 
 PROJECT_VERSION = "0.1.0"            # setup.py's version (tests/test_onnx.py keeps them equal)
 DETECTION_OP = "_contrib_MultiBoxDetection"
