@@ -98,8 +98,10 @@ def _run_quiet(argv: list[str]) -> tuple[int, str]:
                               timeout=CHECK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return 124, f"no answer within {CHECK_TIMEOUT_S} s"
-    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    return done.returncode, (lines[-1].strip() if lines else "no output")
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    # rsync ends with a generic "rsync error: ... (code 11)": the line before says what failed
+    telling = [line for line in lines if not line.startswith("rsync error:")] or lines
+    return done.returncode, (telling[-1] if telling else "no output")
 
 
 def _on_every_host(hosts: list[tuple[str, int]], check: Callable[[str, int], str | None]) -> None:
