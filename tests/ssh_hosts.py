@@ -77,6 +77,9 @@ class SshHosts:
         sshd = find_sshd()
         if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
             raise SshHostsUnavailable("the ssh client is not installed (openssh-client)")
+        if shutil.which("ps") is None:
+            raise SshHostsUnavailable("ps is not installed (procps): the hosts are checked "
+                                      "with ps over ssh")
         self.root = Path(tempfile.mkdtemp(prefix="ssh-hosts-"))
         os.chmod(self.root, 0o700)
         self._make_keys()
@@ -216,9 +219,9 @@ def main() -> int:
         print(f"hostfile: {hosts.hostfile}\n" + hosts.hostfile.read_text()
               + f"export PATH={hosts.bin_dir}:$PATH   # the ssh wrapper\nCtrl-C stops them.",
               flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken by sigwait, not Python
+        signal.sigwait(stop_signals)
     finally:
         hosts.stop()
     return 0
