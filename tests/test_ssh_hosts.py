@@ -73,12 +73,12 @@ def wait_hosts_clean(hosts: SshHosts, marker: str, since: float) -> float:
     return time.monotonic() - since
 
 
-def launch_ssh(hosts: SshHosts, argv: list[str], cwd: Path, timeout: float = JOB_TIMEOUT
-               ) -> tuple[int, str, str, float]:
+def launch_ssh(hosts: SshHosts, argv: list[str], cwd: Path, timeout: float = JOB_TIMEOUT,
+               launcher: list[str] = LAUNCH) -> tuple[int, str, str, float]:
     """Run the launcher (one process, its own session); (status, stdout, stderr, seconds)."""
     env = hosts.env(dict(os.environ, OMP_NUM_THREADS="1"))
     start = time.monotonic()
-    proc = subprocess.Popen(LAUNCH + argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(launcher + argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -226,6 +226,20 @@ def test_launcher_stopped(ssh_hosts, tmp_path, sig):
 
 
 @pytest.mark.slow
+def test_launcher_killed_with_sigkill(ssh_hosts, tmp_path):
+    """SIGKILL to the launcher (no clean-up runs): the ssh clients die with it (pdeathsig), the
+    remote guards see their stdin close and stop the job on both hosts."""
+    job = start_toy_job(ssh_hosts, tmp_path)
+    job.note_groups()
+    killed_at = time.monotonic()
+    os.kill(job.proc.pid, signal.SIGKILL)
+    job.proc.wait()
+    seconds = wait_hosts_clean(ssh_hosts, str(tmp_path), killed_at)
+    job.assert_nothing_left()
+    print(f"\nlauncher SIGKILL: nothing left on either host {seconds:.1f} s later")
+
+
+@pytest.mark.slow
 def test_refused_host_is_named_before_anything_starts(ssh_hosts, tmp_path):
     """127.0.0.4 has no sshd: the launcher names it at once; nothing runs on 127.0.0.2."""
     refused = ("127.0.0.4", free_port("127.0.0.4"))
@@ -270,3 +284,19 @@ def test_relative_sync_dst_dir_is_a_bad_argument(ssh_hosts):
     assert status == 2
     assert error_lines(stderr) == ["error: --sync-dst-dir 'relative/dir' must be an absolute "
                                    "path (the same folder on every host)"]
+
+
+def test_folder_that_is_not_the_project_is_named(ssh_hosts, tmp_path):
+    """Launched from a folder without this repository: each host says what is missing."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(ssh_hosts.hostfile.read_text())
+    status, stdout, stderr, _ = launch_ssh(
+        ssh_hosts, ["--launcher", "ssh", "-H", str(hostfile), "-n", "1", "-s", "1",
+                    "python", "train.py"], cwd=tmp_path, launcher=[sys.executable,
+                                                                  str(REPO / "tools/launch.py")])
+    errors = error_lines(stderr)
+    assert status == 1 and len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("error: host 127.0.0."), errors[0]
+    assert errors[0].endswith(f"{tmp_path} is not this repository ({GUARD} missing) (status 3) "
+                              "(and 1 more host(s)); nothing was started"), errors[0]
+    assert "started scheduler" not in stderr and not stdout
