@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.ssh_hosts import SshHosts, SshHostsUnavailable, free_port
-from tests.test_distributed import LAUNCH, REPO, TOY, dist_train_command
+from tests.test_distributed import (LAUNCH, REPO, TOY, dist_train_command, proc_stat,
+                                    tagged_pids)
 from tests.test_faults_dist import Job, job_roles, kill_and_check
 from tools.ssh_launch import GUARD, remote_shell_command, with_interpreter
 
@@ -199,6 +200,53 @@ def test_remote_process_killed(ssh_hosts, tmp_path, role, index, address):
     assert "exited with status 137 (128 + SIGKILL" in line, line
     seconds = wait_hosts_clean(ssh_hosts, str(tmp_path), killed_at)
     print(f"nothing left on either host {seconds:.1f} s after the kill")
+
+
+def session_of(tag: str, role: str, index: int) -> int:
+    """Pid of the sshd process that serves ``role index`` of the job (the guard's parent)."""
+    tagged = tagged_pids(tag)
+    for pid in tagged:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            parent = int(proc_stat(pid)[1])
+        except (OSError, TypeError):
+            continue
+        if (f"DMLC_ROLE={role}".encode() in environ
+                and f"DMLC_TASK_ID={index}".encode() in environ and parent not in tagged):
+            return parent
+    raise AssertionError(f"no ssh session found for {role} {index}")
+
+
+def ssh_client_pid(stderr: str, name: str) -> int:
+    """Pid of the ssh client of ``name`` (``worker 1``) from the launcher's ``started`` line."""
+    line = next(line for line in stderr.splitlines()
+                if f"started {name} (ssh client, pid " in line)
+    return int(line.split("(ssh client, pid ", 1)[1].split(",")[0])
+
+
+@pytest.mark.slow
+def test_connection_lost(ssh_hosts, tmp_path):
+    """The sshd process of worker 1's session killed: ssh's own failure (255), named."""
+    job = start_toy_job(ssh_hosts, tmp_path)
+    session = session_of(job.tag, "worker", 1)
+    assert b"sshd" in Path(f"/proc/{session}/cmdline").read_bytes()
+    job.note_groups()
+    killed_at = time.monotonic()
+    os.kill(session, signal.SIGKILL)
+    status, _ = job.finish()
+    ended = time.monotonic() - killed_at
+    stderr = job.stderr()
+    errors = error_lines(stderr)
+    assert status == 1 and len(errors) == 1, stderr[-3000:]
+    port = ssh_hosts.ports["127.0.0.3"]
+    assert errors[0].startswith(
+        f"error: worker 1 (ssh client, pid {ssh_client_pid(stderr, 'worker 1')}, on host "
+        f"127.0.0.3:{port}) exited with status 255 (ssh's own error: the connection failed "
+        "or was lost)"), errors[0]
+    seconds = wait_hosts_clean(ssh_hosts, str(tmp_path), killed_at)
+    job.assert_nothing_left()
+    print(f"\nconnection lost: launcher exit {status} {ended:.1f} s later, nothing left on "
+          f"either host after {seconds:.1f} s: {errors[0]}")
 
 
 @pytest.mark.slow
