@@ -30,18 +30,26 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 TERM_GRACE_S = 3.0  # seconds between SIGTERM and SIGKILL to the command's process group
 
 
-def stop_group(pgid: int, grace: float = TERM_GRACE_S) -> None:
-    """SIGTERM the process group ``pgid``, SIGKILL it when it outlives ``grace`` seconds."""
+def stop_group(pgid: int, grace: float = TERM_GRACE_S,
+               reap: Callable[[], object] | None = None) -> None:
+    """SIGTERM the process group ``pgid``, SIGKILL it when it outlives ``grace`` seconds.
+
+    ``reap`` (e.g. ``child.poll``) collects our own child once it died: a zombie still
+    counts as a member of its group.
+    """
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -83,7 +91,7 @@ def main(argv: list[str]) -> int:
                       file=sys.stderr, flush=True)
             except OSError:
                 pass
-            stop_group(child.pid)
+            stop_group(child.pid, reap=child.poll)
 
     def watch_stdin() -> None:
         try:
@@ -94,8 +102,14 @@ def main(argv: list[str]) -> int:
         if child.poll() is None:
             stop("the ssh session closed")
 
+    def on_signal(signum: int, _frame: object) -> None:
+        # stop from another thread: this one must return to child.wait() to reap the child
+        # (a zombie still counts as a member of its process group)
+        threading.Thread(target=stop, args=(f"received {signal.Signals(signum).name}",),
+                         daemon=True).start()
+
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda s, _f: stop(f"received {signal.Signals(s).name}"))
+        signal.signal(signum, on_signal)
     threading.Thread(target=watch_stdin, daemon=True, name="stdin-watch").start()
     returncode = child.wait()
     stop_group(child.pid, grace=1.0)   # anything the command left in its group
