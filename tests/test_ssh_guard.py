@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.test_distributed import REPO
+from tools.dist_utils import Supervisor, describe_status
 from tools.ssh_guard import shell_status
 from tools.ssh_launch import remote_python, with_interpreter
 
@@ -128,3 +129,22 @@ def test_bare_python_becomes_the_launchers_interpreter(tmp_path):
     assert remote_python("/dst/ssd", inside) == os.path.join(
         "/dst/ssd", os.path.relpath(sys.executable, inside))   # the venv's synced copy
     assert remote_python("/dst/ssd", str(tmp_path)) == sys.executable   # venv elsewhere
+
+
+def test_ssh_failures_are_told_apart_and_placed():
+    """255 from an ssh client is ssh's own failure; the host is part of the description."""
+    assert describe_status(255, via="ssh") == ("exited with status 255 (ssh's own error: the "
+                                               "connection failed or was lost)")
+    assert describe_status(255) == "exited with status 255"
+    assert describe_status(137, via="ssh").startswith("exited with status 137 (128 + SIGKILL")
+    supervisor = Supervisor()
+    try:
+        supervisor.spawn("scheduler", 0, ["true"], dict(os.environ))
+        client = supervisor.spawn("worker", 1, ["true"], dict(os.environ), via="ssh",
+                                  host="127.0.0.3:2222", keep_stdin=True)
+        assert client.describe() == f"worker 1 (ssh client, pid {client.pid}, on host " \
+                                    "127.0.0.3:2222)"
+        assert supervisor.where() == "scheduler 0 here; worker 1 on host 127.0.0.3:2222"
+    finally:
+        supervisor.stop_all()
+    assert client.popen.stdin.closed
