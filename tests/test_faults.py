@@ -2,7 +2,7 @@
 
 Each fault must end in a clear one-line error naming the file (and record), or in a logged and
 counted recovery: never a C++ abort, a hang, a silent wrong result or a lost checkpoint.
-docs/RELIABILITY.md lists every fault with the test here that shows it.
+docs/notes/RELIABILITY.md (section 5) lists every fault with the test here that shows it.
 """
 from __future__ import annotations
 
