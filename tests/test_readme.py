@@ -155,7 +155,11 @@ def document_invocations(path: Path) -> list[Invocation]:
         for number, line in logical_lines(block, first_line):
             if not looks_like_command(line):
                 continue
-            for tokens in split_commands(line):
+            try:
+                commands = split_commands(line)
+            except ValueError as exc:            # an unclosed quote
+                raise ValueError(f"{path.name}:{number}: cannot read {line!r}: {exc}") from None
+            for tokens in commands:
                 found += parse_invocations(tokens, f"{path.name}:{number}")
     return found
 
@@ -249,6 +253,22 @@ def test_flag_listed_needs_the_whole_flag():
     assert not flag_listed("-s", help_text)
 
 
+def test_data_commands_for_absent_datasets_are_left_out_but_typos_are_not(tmp_path):
+    (tmp_path / "data" / "synth" / "VOCdevkit").mkdir(parents=True)
+    roots = [Path("data/synth")]
+
+    def prepare(root: str) -> Invocation:
+        return Invocation("module", "tools.prepare_dataset", ["--root", root], "R.md:1")
+
+    assert must_run(prepare("data/synth/VOCdevkit"), roots, tmp_path)
+    assert must_run(prepare("data/synth/VOCdevkti"), roots, tmp_path)   # a typo must fail
+    assert not must_run(prepare("data/VOCdevkit"), roots, tmp_path)     # real VOC, not here
+    assert must_run(Invocation("script", "tools/make_synthetic_voc.py", ["--root", "x"], "R.md:2"),
+                    roots, tmp_path)
+    assert shrunk(["--num-train", "800", "--root", "d", "--num-test", "200"]) == [
+        "--num-train", "8", "--root", "d", "--num-test", "4"]
+
+
 # --- the README ---------------------------------------------------------------------------
 
 def test_readme_entry_points_exist_and_know_every_flag_passed():
@@ -305,8 +325,33 @@ def shrunk(args: list[str]) -> list[str]:
 
 def runnable_here(inv: Invocation) -> bool:
     """A cheap data command whose paths all stay inside the working folder."""
-    return (inv.target.removesuffix(".py").replace("/", ".") in CHEAP and
+    return (module_name(inv) in CHEAP and
             not any(arg.startswith(("/", "..", "~")) or "$" in arg for arg in inv.args))
+
+
+def module_name(inv: Invocation) -> str:
+    """The dotted module name of a data command, however it was called."""
+    return inv.target.removesuffix(".py").replace("/", ".")
+
+
+def flag_value(inv: Invocation, flag: str) -> str | None:
+    return inv.args[inv.args.index(flag) + 1] if flag in inv.args[:-1] else None
+
+
+def must_run(inv: Invocation, synthetic_roots: list[Path], workdir: Path) -> bool:
+    """Whether a data command reads what an earlier command of the README makes.
+
+    A README may also show the command for a real dataset (VOC, COCO) that is not here: it is
+    left out when its input does not exist. An input under a folder that the README's synthetic
+    data command fills must exist, so a mistyped path still fails.
+    """
+    if module_name(inv) != "tools.prepare_dataset":
+        return True
+    source = flag_value(inv, "--check-rec") or flag_value(inv, "--root")
+    if source is None:
+        return False
+    path = Path(os.path.normpath(source))
+    return (workdir / path).exists() or any(root in path.parents for root in synthetic_roots)
 
 
 @pytest.mark.slow
@@ -316,7 +361,14 @@ def test_readme_data_commands_run_on_tiny_data(tmp_path):
     if not commands:
         pytest.skip("the README has no synthetic-data or prepare_dataset command")
     env = dict(quiet_env(), PYTHONPATH=str(REPO))
+    synthetic_roots = [Path(os.path.normpath(flag_value(inv, "--root"))) for inv in commands
+                       if module_name(inv) == "tools.make_synthetic_voc"
+                       and flag_value(inv, "--root")]
+    ran = []
     for inv in commands:
+        if not must_run(inv, synthetic_roots, tmp_path):
+            continue
+        ran.append(inv.where)
         argv = entry_argv(inv)
         if inv.kind == "script":
             argv = [sys.executable, str(REPO / inv.target)]
@@ -330,3 +382,4 @@ def test_readme_data_commands_run_on_tiny_data(tmp_path):
                 packed = target.with_suffix(suffix)
                 assert packed.is_file() and packed.stat().st_size > 0, (
                     f"{inv.where}: {packed.name} was not written")
+    assert ran, "no README data command could run on the data the README's commands make"
