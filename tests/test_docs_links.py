@@ -78,3 +78,16 @@ def test_every_relative_link_of_the_docs_resolves():
     assert REPO / "README.md" in files and REPO / "docs" / "README.md" in files
     broken = [line for path in files for line in broken_links(path)]
     assert not broken, "\n".join(broken)
+
+
+def test_docs_index_lists_every_guide_and_note():
+    """docs/README.md links every page of docs/ and docs/notes/ (a new page needs its line)."""
+    docs = REPO / "docs"
+    index = docs / "README.md"
+    linked = {(index.parent / target.partition("#")[0]).resolve()
+              for target in LINK.findall(strip_code(index.read_text(encoding="utf-8")))
+              if not re.match(r"^[a-z][a-z0-9+.-]*:", target)}
+    pages = [path for path in sorted(docs.glob("*.md")) + sorted(docs.glob("notes/*.md"))
+             if path != index]
+    missing = [str(path.relative_to(REPO)) for path in pages if path.resolve() not in linked]
+    assert not missing, f"add a line for each to docs/README.md: {missing}"
