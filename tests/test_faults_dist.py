@@ -191,7 +191,7 @@ def kill_and_check(job: Job, role: str, index: int, sig: signal.Signals,
     assert "Traceback" not in stderr
     assert ended_after < WATCHDOG_S, f"the job ended {ended_after:.1f} s after the kill"
     print(f"\n{role} {index} {sig.name}: launcher exit {status} {ended_after:.1f} s after the "
-          f"kill: {errors[0]}")   # the figures of docs/RELIABILITY.md (pytest -s)
+          f"kill: {errors[0]}")   # the figures of docs/notes/RELIABILITY.md (pytest -s)
     return stdout, stderr
 
 
