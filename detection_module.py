@@ -257,7 +257,7 @@ class DetectionModule(mx.mod.Module):
         elements (a NaN or Inf anywhere makes an array's sum of squares non-finite), one
         ``all_finite`` for each larger array (``multi_sum_sq`` splits its work by array, so a
         few large arrays leave one thread busy; bound VGG16-SSD300 b8: 11.2 -> 7.1 ms,
-        ResNet-50-300 b8 unchanged at 12.4-12.6 ms, docs/SPEED.md), one copy to the host, one
+        ResNet-50-300 b8 unchanged at 12.4-12.6 ms, docs/notes/SPEED.md), one copy to the host, one
         wait. Before, one ``sum`` per array (about 170 operators for ResNet-50) cost 4x more.
         A sum of squares also overflows for finite values above ~1.8e19, so a flagged array
         is confirmed element-wise before it is reported: the answer is exact.

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):       # run by path: make the repository root importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.recipe_sweep import report_run, run_training  # noqa: E402
+from benchmarks.recipe_sweep import override_presets, report_run, run_training  # noqa: E402
 
 BASE_FLAGS = {
     "--network": "tiny", "--data-shape": "256", "--batch-size": "8", "--lr": "0.1",
@@ -64,15 +64,9 @@ def _worker(overrides: dict, train_argv: list[str]) -> int:
     import train
     import train_net
     from config import config
-    from symbol import symbol_factory
 
-    preset = overrides.get("preset") or {}
-    if preset:
-        for name in ("tiny", "tiny_photo"):
-            for side in symbol_factory.PRESETS[name]:
-                merged = dict(symbol_factory.PRESETS[name][side])
-                merged.update(preset)
-                symbol_factory.PRESETS[name][side] = merged
+    if overrides.get("preset"):
+        override_presets(("tiny", "tiny_photo"), overrides["preset"])
     aug = overrides.get("aug") or {}
     if aug:
         base = config.train_augmentation

@@ -86,16 +86,21 @@ VARIANTS: dict[str, tuple[str, dict[str, str], dict | None]] = {
 LR_STEP_FRACTIONS = (0.7, 0.9)
 
 
+def override_presets(networks: tuple[str, ...], overrides: dict) -> None:
+    """Update every input size of each preset in ``networks`` with ``overrides`` (a sweep child)."""
+    from symbol import symbol_factory
+
+    for name in networks:
+        for side, preset in symbol_factory.PRESETS[name].items():
+            symbol_factory.PRESETS[name][side] = {**preset, **overrides}
+
+
 def _worker(overrides: str, train_argv: list[str]) -> int:
     """Child process: apply the tiny preset overrides, then run ``train.main``."""
     import train
-    from symbol import symbol_factory
 
     if overrides:
-        for side in symbol_factory.PRESETS["tiny"]:
-            preset = dict(symbol_factory.PRESETS["tiny"][side])
-            preset.update(json.loads(overrides))
-            symbol_factory.PRESETS["tiny"][side] = preset
+        override_presets(("tiny",), json.loads(overrides))
     return train.main(train_argv)
 
 

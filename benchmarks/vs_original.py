@@ -45,11 +45,15 @@ SYNTH_CLASSES = ("circle", "square", "triangle", "cross")
 BATCH_END_RE = re.compile(r"^VS_ORIGINAL_BATCH_END (\d+) ([0-9.]+) ([0-9.]+)$", re.M)
 
 # Both legs start through this launcher (written to the work folder, standard library and
-# mxnet only): it timestamps every batch end from the Speedometer callback that both
+# mxnet only; MXNet imported through the file config/mxnet_compat.py, since the original's
+# folder has a config/ package of its own): it timestamps every batch end from the Speedometer callback that both
 # train.py's install (its own lines print 2 decimals, too coarse below 1 img/s), then runs
 # the script as __main__ from its own folder.
-LAUNCHER = """import os, runpy, sys, time
-from config.mxnet_compat import mx
+LAUNCHER = """import importlib.util, os, runpy, sys, time
+_spec = importlib.util.spec_from_file_location("ssd_mxnet_compat", COMPAT_PATH)
+_compat = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_compat)    # the project's MXNet import, for either leg
+mx = _compat.mx
 _call = mx.callback.Speedometer.__call__
 def _timed(self, param):
     sys.stderr.write("VS_ORIGINAL_BATCH_END %d %.6f %.6f\\n"
@@ -199,8 +203,33 @@ def run_leg(which: str, script: str, args: argparse.Namespace, rec: str, workdir
     return {"which": which, "images_per_s": batch_end_rate(log, args.batch_size, args.warmup),
             "images_per_cpu_s": batch_end_rate(log, args.batch_size, args.warmup, "cpu"),
             "speedometer_rate": steady_rate(speeds, args.batch_size, args.warmup),
-            "speedometer": [s for _, _, s in speeds], "wall_s": wall, "cpu_util": cpu / wall,
+            "speedometer": [s for _, _, s in speeds], "batches": len(BATCH_END_RE.findall(log)),
+            "wall_s": wall, "cpu_util": cpu / wall,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
+def first_records(src_rec: str, dst_rec: str, count: int) -> str:
+    """Copy the first ``count`` records of ``src_rec`` (and an index) to ``dst_rec``.
+
+    Both legs train one epoch: on a copy of exactly the benchmarked images each leg stops
+    after ``--warmup + --batches + 1`` batches, whatever the size of ``--rec``.
+    """
+    from config.mxnet_compat import mx
+    from dataset.recordio_utils import read_idx, record_writer
+
+    keys = [key for key, _ in read_idx(os.path.splitext(src_rec)[0] + ".idx")]
+    if len(keys) < count:
+        raise SystemExit(f"--rec {src_rec}: {len(keys)} images, but --warmup + --batches + 1 "
+                         f"batches of --batch-size need {count}")
+    os.makedirs(os.path.dirname(dst_rec), exist_ok=True)
+    reader = mx.recordio.MXIndexedRecordIO(os.path.splitext(src_rec)[0] + ".idx", src_rec, "r")
+    try:
+        with record_writer(dst_rec) as writer:
+            for new_key, key in enumerate(keys[:count]):
+                writer.write_idx(new_key, reader.read_idx(key))
+    finally:
+        reader.close()
+    return dst_rec
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -222,9 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "cores": os.cpu_count(), "rounds": []}
     with tempfile.TemporaryDirectory(prefix="vs_original_") as workdir:
         with open(os.path.join(workdir, "launch.py"), "w") as f:
-            f.write(LAUNCHER)
-        rec = args.rec
-        if not rec:
+            f.write(LAUNCHER.replace("COMPAT_PATH", repr(os.path.join(REPO, "config",
+                                                                       "mxnet_compat.py"))))
+        if args.rec:
+            rec = first_records(args.rec, os.path.join(workdir, "data", "first.rec"), num_images)
+        else:
             from benchmarks.workers import make_synthetic_rec
             rec = make_synthetic_rec(os.path.join(workdir, "data"), num_images,
                                      args.data_shape)

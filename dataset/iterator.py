@@ -234,7 +234,7 @@ class DetRecordIter(mx.io.DataIter):
         # (B, 4 + pad_width) -> (B, max_objects, object_width), sliced on the host: the C++
         # iterator's array is ready, while an NDArray slice would queue behind the training
         # operators already pushed, and the first read of the label (DetectionModule's row
-        # trim) would then wait for the previous batch's update (docs/SPEED.md, issue 18)
+        # trim) would then wait for the previous batch's update (docs/notes/SPEED.md, issue 18)
         rows = label.asnumpy()[:, self.label_start:end]
         label = mx.nd.array(rows.reshape((self.batch_size, self.max_objects, self.object_width)),
                             dtype=rows.dtype)

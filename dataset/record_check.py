@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataset.recordio_utils import RECORD_MAGIC, check_rec, read_idx
+from dataset.recordio_utils import (RECORD_MAGIC, LabelLayoutError, check_rec, label_size,
+                                     parse_label, read_idx)
 
 logger = logging.getLogger(__name__)
 
 BAD_RECORD_POLICIES = ("stop", "skip")
 CHECK_VERSION = 1                # bump when the checks change: cached results are redone
 MAX_SKIPPED_FRACTION = 0.5       # skip refuses a file with more bad records than this
-_HEADER = struct.Struct("<IfQQ")  # IRHeader: flag, label, id, id2 (24 bytes)
 _LENGTH_MASK = (1 << 29) - 1      # lrec: low 29 bits length, high 3 bits continuation flag
 _PART_WHOLE, _PART_START, _PART_MIDDLE, _PART_END = 0, 1, 2, 3
 
@@ -155,21 +155,13 @@ def _read_record(f, file_size: int, offset: int) -> tuple[bytes, int]:
 
 def _image_bytes(payload: bytes) -> bytes:
     """Check the packed label of ``payload``; return the image bytes after it."""
-    if len(payload) < _HEADER.size:
-        raise _RecordError(f"{len(payload)}-byte record is shorter than its 24-byte header")
-    flag = _HEADER.unpack_from(payload)[0]
-    if flag == 0 or _HEADER.size + 4 * flag > len(payload):
-        raise _RecordError(f"label header flag {flag} does not give a packed label inside the "
-                           f"{len(payload)}-byte record (pack with tools/pack_rec.py)")
-    label = np.frombuffer(payload, dtype="<f4", count=flag, offset=_HEADER.size)
-    width = int(label[1]) if flag > 1 and np.isfinite(label[1]) else 0
-    if flag < 2 or label[0] != 2 or width not in (5, 6):
-        raise _RecordError(f"garbage label header {label[:2].tolist()}: expected [2, 5] or [2, 6]")
-    if (flag - 2) % width:
-        raise _RecordError(f"label of {flag} values is not 2 + {width} x objects")
+    try:
+        label = parse_label(payload, len(payload))
+    except LabelLayoutError as exc:
+        raise _RecordError(str(exc)) from None
     if not np.all(np.isfinite(label)):
         raise _RecordError("non-finite label value(s)")
-    image = payload[_HEADER.size + 4 * flag:]
+    image = payload[label_size(payload):]
     if not image:
         raise _RecordError("no image bytes after the label")
     return image

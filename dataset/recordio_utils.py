@@ -127,7 +127,53 @@ def count_records(rec_path: str) -> int:
     return len(read_idx(check_rec(rec_path)))
 
 
+class LabelLayoutError(ValueError):
+    """A record's packed label is missing or is not ``[2, W, objects...]`` with W 5 or 6."""
+
+
+def label_size(head: bytes) -> int:
+    """Bytes of IRHeader plus packed label that a payload starting with ``head`` (24+ bytes) holds."""
+    return _HEADER.size + 4 * _HEADER.unpack_from(head)[0]
+
+
+def parse_label(head: bytes, length: int) -> np.ndarray:
+    """The packed label of a record payload; the one check of the label layout.
+
+    Parameters
+    ----------
+    head : bytes
+        The start of the payload: the IRHeader and, where they fit in ``length``, the
+        ``flag`` label values after it (``label_size(head)`` bytes).
+    length : int
+        Size of the whole payload (IRHeader, label and image bytes).
+
+    Returns
+    -------
+    np.ndarray
+        ``(flag,)`` float32 ``[2, W, obj0..., obj1..., ...]``.
+
+    Raises
+    ------
+    LabelLayoutError
+        No packed label, or a header or length that is not ``2 + W x objects``.
+    """
+    if length < _HEADER.size:
+        raise LabelLayoutError(f"{length}-byte record is shorter than its 24-byte header")
+    flag = _HEADER.unpack_from(head)[0]
+    if flag == 0 or _HEADER.size + 4 * flag > length:
+        raise LabelLayoutError(f"header flag {flag} does not give a packed label inside the "
+                               f"{length}-byte record (pack with --pack-label / tools/pack_rec.py)")
+    label = np.frombuffer(head, dtype="<f4", count=flag, offset=_HEADER.size)
+    width = int(label[1]) if flag > 1 and np.isfinite(label[1]) else 0
+    if flag < 2 or label[0] != 2 or width not in (5, 6):
+        raise LabelLayoutError(f"label header {label[:2].tolist()} is not [2, 5] or [2, 6]")
+    if (flag - 2) % width:
+        raise LabelLayoutError(f"label length {flag} is not 2 + {width} x objects")
+    return label
+
+
 def _read_label(f, rec_path: str, file_size: int, key: int, offset: int) -> np.ndarray:
+    """The label of the record at ``offset``, reading only its header bytes."""
     where = f"{rec_path} record {key} (offset {offset})"
     if offset + 8 + _HEADER.size > file_size:
         raise ValueError(f"{where}: offset past the end of the file ({file_size} bytes): "
@@ -141,17 +187,14 @@ def _read_label(f, rec_path: str, file_size: int, key: int, offset: int) -> np.n
     if offset + 8 + length > file_size:
         raise ValueError(f"{where}: record of {length} bytes runs past the end of the file: "
                          "truncated .rec")
-    flag, _, _, _ = _HEADER.unpack(f.read(_HEADER.size))
-    if flag == 0 or _HEADER.size + 4 * flag > length:
-        raise ValueError(f"{where}: header flag {flag} does not give a packed label that fits "
-                         f"the {length}-byte record (pack with --pack-label / tools/pack_rec.py)")
-    label = np.frombuffer(f.read(4 * flag), dtype="<f4")
-    header_width, object_width = int(label[0]), int(label[1]) if flag > 1 else 0
-    if flag < 2 or header_width != 2 or object_width not in (5, 6):
-        raise ValueError(f"{where}: label header {label[:2].tolist()} is not [2, 5] or [2, 6]")
-    if (flag - header_width) % object_width != 0:
-        raise ValueError(f"{where}: label length {flag} is not 2 + {object_width} x objects")
-    return label
+    head = f.read(_HEADER.size)
+    wanted = label_size(head)
+    if wanted <= length:
+        head += f.read(wanted - _HEADER.size)
+    try:
+        return parse_label(head, length)
+    except LabelLayoutError as exc:
+        raise LabelLayoutError(f"{where}: {exc}") from None
 
 
 def scan_labels(rec_path: str) -> LabelStats:

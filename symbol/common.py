@@ -127,7 +127,7 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
     fast_ops : bool
         Training-speed forms with the same parameters (names, shapes) and the same function
         up to float rounding: :func:`fused_predictions`, :func:`scaled_l2_normalization`, and
-        no (zero) gradient through MultiBoxPrior (docs/SPEED.md). The graphs that are saved,
+        no (zero) gradient through MultiBoxPrior (docs/notes/SPEED.md). The graphs that are saved,
         evaluated and deployed keep the plain operators.
 
     Returns
@@ -187,7 +187,7 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
     # Every concatenation joins 3-D (B, rows, width) tensors. MXNet 1.9's MKL-DNN Concat
     # (used for 2-D and 4-D inputs only) leaks about 2.5 KB of native memory per training
     # step: flattened 2-D concats here made a soak run's resident memory grow by
-    # ~20 KB a batch (docs/RELIABILITY.md, "Memory"). The 3-D form takes MXNet's own Concat.
+    # ~20 KB a batch (docs/notes/RELIABILITY.md, "Memory"). The 3-D form takes MXNet's own Concat.
     loc_preds = mx.sym.Concat(*loc_layers, num_args=len(loc_layers), dim=1,
                               name="multibox_loc_concat")
     # (B, N, 4) -> (B, 4N)
@@ -203,7 +203,7 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
 
 # Output channels of a convolution that MKL-DNN runs with its AVX-512 kernels; other counts
 # (an SSD head's 4 * anchors or (classes + 1) * anchors: 16, 20, 24, 30, 84, 126 ...) fall back
-# to its GEMM or AVX2 kernels, 2-3x slower per output channel (docs/SPEED.md, issue 18).
+# to its GEMM or AVX2 kernels, 2-3x slower per output channel (docs/notes/SPEED.md, issue 18).
 _FAST_CHANNELS = 16
 L2_NORM_EPS = 1e-10          # L2Normalization's default eps
 

@@ -70,7 +70,7 @@ def residual_unit(data: mx.sym.Symbol, num_filter: int, stride: int, dim_match: 
 # The slice form pays off for the last stage's projection only (ResNet-50-300, batch 8,
 # forward + backward of the whole training graph, 8 interleaved rounds: 1080 ms with all three
 # projections sliced, 1058 ms with the 2048-filter one only, 1098 ms with the 512- and
-# 1024-filter ones only; docs/SPEED.md)
+# 1024-filter ones only; docs/notes/SPEED.md)
 SLICED_PROJECTION_MIN_FILTERS = 2048
 
 
@@ -81,7 +81,7 @@ def strided_projection(data: mx.sym.Symbol, num_filter: int, stride: int,
     The same parameter (``{name}_weight``) and the same products: a 1x1 convolution with
     stride s reads only every s-th pixel. MKL-DNN's backward of the strided 1x1 convolution is
     about twice as slow as its forward; after the slice it runs its 1x1 kernels (forward +
-    backward of ResNet-50-300's stage-4 projection at batch 8: 108 -> 61 ms, docs/SPEED.md).
+    backward of ResNet-50-300's stage-4 projection at batch 8: 108 -> 61 ms, docs/notes/SPEED.md).
     """
     every = mx.sym.slice(data, begin=(None, None, None, None), end=(None, None, None, None),
                          step=(1, 1, stride, stride), name=f"{name}_subsample")

@@ -1,5 +1,6 @@
-"""The bad-input catalogue (issue 8, docs/RELIABILITY.md): every bad input is answered before
-MXNet's C++ layer with a ValueError/FileNotFoundError naming the input and what is valid.
+"""The bad-input catalogue (issue 8, docs/notes/RELIABILITY.md section 1): every bad input is
+answered before MXNet's C++ layer with a ValueError/FileNotFoundError naming the input and what
+is valid.
 
 Readers and parsers are tested through their Python API; CLI flags through ``main(argv)``
 in-process (exit status 2, an ``error:`` line naming the flag and the value, no traceback),

@@ -38,8 +38,8 @@ WATCHDOG_S = 8.0   # the launcher must end the job this soon after the kill (pol
 def job_roles(tag: str) -> dict[tuple[str, int], int]:
     """``{(DMLC_ROLE, DMLC_TASK_ID): pid}`` of the live processes of the job tagged ``tag``.
 
-    dmlc_tracker's ssh launcher sets no DMLC_TASK_ID: its processes count as index 0 (the ssh
-    tests run one scheduler and one server).
+    A process without DMLC_TASK_ID (the scheduler that dmlc_tracker's tracker starts) counts as
+    index 0.
     """
     roles = {}
     for pid in tagged_pids(tag):
@@ -191,7 +191,7 @@ def kill_and_check(job: Job, role: str, index: int, sig: signal.Signals,
     assert "Traceback" not in stderr
     assert ended_after < WATCHDOG_S, f"the job ended {ended_after:.1f} s after the kill"
     print(f"\n{role} {index} {sig.name}: launcher exit {status} {ended_after:.1f} s after the "
-          f"kill: {errors[0]}")   # the figures of docs/RELIABILITY.md (pytest -s)
+          f"kill: {errors[0]}")   # the figures of docs/notes/RELIABILITY.md (pytest -s)
     return stdout, stderr
 
 

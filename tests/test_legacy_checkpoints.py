@@ -318,6 +318,11 @@ def _record_labels(rec_path: str) -> list[tuple[int, list[float]]]:
     return labels
 
 
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+RUN_UNDER_COMPAT = ("import runpy, sys; from config.mxnet_compat import mx; "
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 @pytest.fixture(scope="module")
 def im2rec_records(synth_data, tmp_path_factory):
     """The synthetic .lst files (the original's format) packed by MXNet's own im2rec.py, as
@@ -330,9 +335,11 @@ def im2rec_records(synth_data, tmp_path_factory):
     for name, lst in (("train", synth_data.train_lst), ("val", synth_data.val_lst)):
         target = str(folder / f"{name}.lst")
         shutil.copy(lst, target)
-        subprocess.run([sys.executable, _im2rec_path(), target, synth_data.devkit,
-                        "--pack-label", "--num-thread", "1", "--no-shuffle"],
-                       check=True, capture_output=True, timeout=120)
+        # im2rec.py imports mxnet itself: on numpy >= 1.24 (Python 3.12+) it needs the
+        # project's compat import first, as any MXNet 1.9.1 script does there
+        subprocess.run([sys.executable, "-c", RUN_UNDER_COMPAT, _im2rec_path(), target,
+                        synth_data.devkit, "--pack-label", "--num-thread", "1", "--no-shuffle"],
+                       check=True, capture_output=True, timeout=120, cwd=REPO_ROOT)
         paths[name] = str(folder / f"{name}.rec")
     return paths
 

@@ -148,3 +148,34 @@ def test_a_fresh_interpreter_imports_mxnet_through_the_shim():
                          text=True, timeout=120, check=True).stdout.split()
     assert out[0] == "4.0"
     assert out[1] == str(mxnet_compat.numpy_version() >= mxnet_compat.NUMPY_ALIASES_REMOVED_IN)
+
+
+IMPORT_ALL = """
+import importlib, importlib.util, sys
+failed = []
+for path in sys.argv[1:]:
+    name = path[:-3].replace("/", ".").removesuffix(".__init__")
+    if name == "evaluate":                       # evaluate.py beside the evaluate/ package
+        spec = importlib.util.spec_from_file_location("evaluate_cli", path)
+        try:
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        except Exception as exc:
+            failed.append(f"{path}: {exc!r}")
+        continue
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{path}: {exc!r}")
+print("\\n".join(failed) or "all imported")
+"""
+
+
+def test_every_project_module_imports_on_this_python():
+    """Catches what the ast rules cannot: a removed numpy or stdlib name hit at import time."""
+    paths = [p.relative_to(REPO).as_posix() for p in repo_python_files()
+             if p.parts[len(REPO.parts)] not in ("tests",) and p.name != "setup.py"]
+    assert len(paths) > 60
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL, *paths], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "all imported", out.stdout

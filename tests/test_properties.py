@@ -3,7 +3,7 @@
 Well-formed random inputs round-trip exactly (to the 4 decimals of the ``.lst`` format);
 malformed random inputs raise the project's own errors (ValueError / FileNotFoundError with a
 message naming the file), never another exception. Known gaps are explicit examples marked
-``xfail(strict=True)`` (the to-do list, see docs/RELIABILITY.md).
+``xfail(strict=True)`` (the to-do list, see docs/notes/RELIABILITY.md).
 """
 from __future__ import annotations
 

@@ -144,3 +144,17 @@ def test_sweep_variants_parse_as_train_flags(tmp_path):
     assert recipe_sweep.VARIANTS["recipe"][0] == RECIPE["augment"]
     with pytest.raises(ValueError, match="unknown variant 'nope'"):
         recipe_sweep.variant_argv("nope", tmp_path, 10, tmp_path, "a")
+
+
+def test_sweep_children_override_every_size_of_the_named_presets(monkeypatch):
+    from symbol import symbol_factory
+
+    presets = {name: dict(sizes) for name, sizes in symbol_factory.PRESETS.items()}
+    monkeypatch.setattr(symbol_factory, "PRESETS", presets)
+    before = {side: dict(p) for side, p in presets["tiny"].items()}
+    untouched = presets["vgg16_reduced"]
+    recipe_sweep.override_presets(("tiny",), {"normalizations": -1, "new_key": [1, 2]})
+    for side, preset in presets["tiny"].items():
+        assert preset == {**before[side], "normalizations": -1, "new_key": [1, 2]}
+        assert preset is not before[side]
+    assert presets["vgg16_reduced"] is untouched

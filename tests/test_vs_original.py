@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.vs_original import batch_end_rate, parse_speeds, steady_rate
+from benchmarks.vs_original import batch_end_rate, first_records, parse_speeds, steady_rate
+from dataset.recordio_utils import read_idx
 
 REPO = Path(__file__).resolve().parent.parent
 
 STAND_IN = """import argparse, time
-from config.mxnet_compat import mx
+import mxnet as mx   # as the original does: the launcher has made it importable
 p = argparse.ArgumentParser()
 p.add_argument("--batch-size", type=int)
 p.add_argument("--frequent", type=int)
@@ -50,13 +51,13 @@ def test_speedometer_lines_parsed_and_weighted_by_time():
     assert steady_rate(speeds, 8, 1) == pytest.approx(16 / 6.0)
 
 
-def _run(tmp_path, original):
+def _run(tmp_path, original, *extra, rounds="2"):
     out = tmp_path / "vs.json"
     proc = subprocess.run([sys.executable, "benchmarks/vs_original.py", "--original", original,
                            "--network", "tiny", "--data-shape", "64", "--batch-size", "2",
-                           "--warmup", "1", "--batches", "2", "--rounds", "2", "--threads", "1",
-                           "--json", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                           "--warmup", "1", "--batches", "2", "--rounds", rounds, "--threads",
+                           "1", "--json", str(out), *extra], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout, json.loads(out.read_text())
 
@@ -89,3 +90,23 @@ def test_missing_original_skips_its_leg_with_a_message(tmp_path):
     assert "no train.py there; the original's leg is skipped" in text
     assert all(list(row) == ["project"] for row in result["rounds"])
     assert result["median_ratio"] is None
+
+
+def test_first_records_copies_the_head_of_a_record(synth_data, tmp_path):
+    dst = first_records(synth_data.train_rec, str(tmp_path / "head.rec"), 5)
+    assert [key for key, _ in read_idx(str(tmp_path / "head.idx"))] == [0, 1, 2, 3, 4]
+    from config.mxnet_compat import mx
+    src = mx.recordio.MXIndexedRecordIO(synth_data.train_idx, synth_data.train_rec, "r")
+    head = mx.recordio.MXIndexedRecordIO(str(tmp_path / "head.idx"), dst, "r")
+    first_key = read_idx(synth_data.train_idx)[0][0]
+    assert head.read_idx(0) == src.read_idx(first_key)
+    with pytest.raises(SystemExit, match=r"48 images, but .* need 50"):
+        first_records(synth_data.train_rec, str(tmp_path / "all.rec"), 50)
+
+
+@pytest.mark.slow
+def test_a_large_rec_stops_each_leg_after_the_benchmarked_batches(synth_data, tmp_path):
+    """--rec of 48 images, batch 2, 1 warm-up + 2 timed: 4 batches, not the 24 of an epoch."""
+    _, result = _run(tmp_path, str(tmp_path / "nowhere"), "--rec", synth_data.train_rec,
+                     rounds="1")
+    assert result["rounds"][0]["project"]["batches"] == 4

@@ -60,6 +60,7 @@ class JobProcess:
     index: int                 # DMLC_TASK_ID-like index within the role
     popen: subprocess.Popen
     via: str = ""              # "ssh", "mpirun", "srun" when the process is a remote-launch client
+    host: str = ""             # the host an ssh client runs its command on ("addr:port")
     started: float = field(default_factory=time.monotonic)
     last_output: float = field(default_factory=time.monotonic)
     returncode: int | None = None
@@ -73,9 +74,10 @@ class JobProcess:
         return self.popen.pid
 
     def describe(self) -> str:
-        """``worker 1 (pid 1234)`` or ``worker 1 (ssh client, pid 1234)``."""
+        """``worker 1 (pid 1234)``, ``worker 1 (ssh client, pid 1234, on host 10.0.0.2:22)``."""
         via = f"{self.via} client, " if self.via else ""
-        return f"{self.role} {self.index} ({via}pid {self.pid})"
+        host = f", on host {self.host}" if self.host else ""
+        return f"{self.role} {self.index} ({via}pid {self.pid}{host})"
 
 
 _PDEATHSIG_PREFIX: list[str] | None = None
@@ -110,17 +112,19 @@ def die_with_parent_prefix() -> list[str]:
     return list(_PDEATHSIG_PREFIX)
 
 
-def describe_status(returncode: int) -> str:
+def describe_status(returncode: int, via: str = "") -> str:
     """How a process ended, in words.
 
     ``exited with status 3``, ``was killed by signal SIGKILL``, or for 128 + a signal number
     (what a shell or an ssh client returns when the process under it was killed)
     ``exited with status 137 (128 + SIGKILL: how a shell or ssh reports a process killed
-    by SIGKILL)``.
+    by SIGKILL)``. With ``via="ssh"``, 255 is the ssh client's own failure.
     """
     if returncode < 0:
         return f"was killed by signal {_signal_name(-returncode)}"
     text = f"exited with status {returncode}"
+    if via == "ssh" and returncode == 255:
+        return text + " (ssh's own error: the connection failed or was lost)"
     if 128 < returncode < 128 + signal.NSIG:
         name = _signal_name(returncode - 128)
         if name.startswith("SIG"):
@@ -182,8 +186,13 @@ class Supervisor:
 
     # ---- starting -------------------------------------------------------------------------
     def spawn(self, role: str, index: int, command: list[str] | str, env: dict[str, str],
-              shell: bool = False, via: str = "") -> JobProcess:
-        """Start one process in a new session, its stdout and stderr forwarded with a prefix."""
+              shell: bool = False, via: str = "", host: str = "",
+              keep_stdin: bool = False) -> JobProcess:
+        """Start one process in a new session, its stdout and stderr forwarded with a prefix.
+
+        ``keep_stdin`` gives it a pipe that stays open, never written, until the process is
+        stopped (an ssh client: its remote guard ends the command when that stdin closes).
+        """
         with self._lock:
             if self._stopping:
                 raise JobInterrupted(f"not starting {role} {index}: the job is being stopped")
@@ -192,9 +201,10 @@ class Supervisor:
             else:
                 argv = [command] if isinstance(command, str) else list(command)
             popen = subprocess.Popen(die_with_parent_prefix() + argv, env=env,
-                                     start_new_session=True, stdin=subprocess.DEVNULL,
+                                     start_new_session=True,
+                                     stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            proc = JobProcess(role=role, index=index, popen=popen, via=via)
+            proc = JobProcess(role=role, index=index, popen=popen, via=via, host=host)
             self.processes.append(proc)
         logger.info("started %s", proc.describe())
         reader = threading.Thread(target=self._forward_output, args=(proc,), daemon=True,
@@ -255,7 +265,7 @@ class Supervisor:
             proc.returncode, proc.ended = returncode, now
             elapsed = now - proc.started
             if returncode != 0:
-                raise JobFailed(f"{proc.describe()} {describe_status(returncode)} after "
+                raise JobFailed(f"{proc.describe()} {describe_status(returncode, proc.via)} after "
                                 f"{elapsed:.1f} s; stopped the whole job (every other process "
                                 f"would wait for it forever)")
             logger.info("%s exited with status 0 after %.1f s", proc.describe(), elapsed)
@@ -298,6 +308,17 @@ class Supervisor:
                                ", ".join(p.describe() for p in running), self.exit_grace)
                 self.stop_all()
 
+    def where(self) -> str:
+        """Where the job's processes ran, one line: ``scheduler 0 here; server 0, worker 0 on
+        host 127.0.0.2:22``."""
+        with self._lock:
+            procs = list(self.processes)
+        places: dict[str, list[str]] = {}
+        for proc in procs:
+            place = f"on host {proc.host}" if proc.host else "here"
+            places.setdefault(place, []).append(f"{proc.role} {proc.index}")
+        return "; ".join(f"{', '.join(names)} {place}" for place, names in places.items())
+
     # ---- stopping -------------------------------------------------------------------------
     def stop_all(self, term_grace: float = 3.0) -> None:
         """SIGTERM every process group of the job, SIGKILL what is left, reap everything."""
@@ -323,6 +344,9 @@ class Supervisor:
                 continue
             if proc.returncode is None:
                 proc.returncode, proc.ended = returncode, time.monotonic()
+        for proc in procs:
+            if proc.popen.stdin is not None:
+                proc.popen.stdin.close()
         for reader in self._readers:
             reader.join(timeout=1.0)
 

@@ -16,10 +16,15 @@ Launchers
 local
     Starts the scheduler, servers and workers itself on this machine, each in its own process
     group, all bound to ``--host-ip`` (default 127.0.0.1).
-ssh, mpi, slurm
+ssh
+    The scheduler runs here through ``dmlc_tracker``'s tracker; servers and workers start
+    over ssh (:mod:`tools.ssh_launch`): hosts checked before the start, the launcher's
+    interpreter used remotely, each remote process ended with its ssh session
+    (:mod:`tools.ssh_guard`).
+mpi, slurm
     Delegates to the submit functions of the ``dmlc_tracker`` package shipped in the mxnet
     wheel, patched in-process for Python 3.11 (``Thread.isAlive``), for ``--host-ip`` and
-    ``--env``, and so that every process the tracker starts (scheduler, ssh/mpirun/srun
+    ``--env``, and so that every process the tracker starts (scheduler, mpirun/srun
     clients) runs under the same watchdog.
 
 Exit status: 0 success, 1 a process failed, 124 timeout or stall, 2 bad arguments,
@@ -35,12 +40,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,6 +53,7 @@ if __package__ in (None, ""):  # run by path (python tools/x.py): make the repos
 
 from config.runtime import available_cores
 from tools.dist_utils import (JobFailed, JobInterrupted, Supervisor, find_free_port)
+from tools.ssh_launch import run_ssh
 
 logger = logging.getLogger("launch")
 
@@ -207,6 +212,11 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         args.hosts = parse_hostfile(args.hostfile)
     if args.sync_dst_dir is not None and args.launcher != "ssh":
         raise ValueError("--sync-dst-dir is only used by --launcher ssh")
+    if args.sync_dst_dir is not None and not os.path.isabs(args.sync_dst_dir):
+        raise ValueError(f"--sync-dst-dir {args.sync_dst_dir!r} must be an absolute path "
+                         "(the same folder on every host)")
+    if args.sync_dst_dir is not None and shutil.which("rsync") is None:
+        raise FileNotFoundError("--sync-dst-dir needs 'rsync' on PATH; it is not installed here")
     client = {"ssh": "ssh", "mpi": "mpirun", "slurm": "srun"}.get(args.launcher)
     if client and shutil.which(client) is None:
         raise FileNotFoundError(f"--launcher {args.launcher} needs {client!r} on PATH; "
@@ -316,25 +326,19 @@ def dmlc_patches(args: argparse.Namespace, supervisor: Supervisor) -> Iterator[N
 
 
 def run_tracker(args: argparse.Namespace, supervisor: Supervisor) -> None:
-    """Submit through dmlc_tracker's ssh/mpi/slurm launcher, watched by ``supervisor``."""
+    """Submit through dmlc_tracker (ssh: tools/ssh_launch.py), watched by ``supervisor``."""
+    if args.launcher == "ssh":
+        run_ssh(args, supervisor, lambda submit: _submit_and_watch(args, submit, supervisor))
+        return
     tracker_args = argparse.Namespace(
         num_workers=args.num_workers, num_servers=args.num_servers, host_file=args.hostfile,
         host_ip=args.host_ip, sync_dst_dir=args.sync_dst_dir, command=args.command,
         slurm_worker_nodes=None, slurm_server_nodes=None)
-    if args.launcher == "ssh":
-        # dmlc's ssh parser knows neither comments nor blank-only lines: give it clean ones
-        with tempfile.NamedTemporaryFile("w", prefix="launch-hosts-", suffix=".txt",
-                                         delete=False) as handle:
-            handle.write("".join(f"{host}:{port}\n" for host, port in args.hosts))
-        tracker_args.host_file = handle.name
-    try:
-        _submit_and_watch(args, tracker_args, supervisor)
-    finally:
-        if args.launcher == "ssh":
-            os.unlink(tracker_args.host_file)
+    module = __import__(f"dmlc_tracker.{args.launcher}", fromlist=["submit"])
+    _submit_and_watch(args, lambda: module.submit(tracker_args), supervisor)
 
 
-def _submit_and_watch(args: argparse.Namespace, tracker_args: argparse.Namespace,
+def _submit_and_watch(args: argparse.Namespace, submit_job: Callable[[], None],
                       supervisor: Supervisor) -> None:
     import dmlc_tracker
 
@@ -343,9 +347,8 @@ def _submit_and_watch(args: argparse.Namespace, tracker_args: argparse.Namespace
     errors: list[BaseException] = []
 
     def submit() -> None:
-        module = __import__(f"dmlc_tracker.{args.launcher}", fromlist=["submit"])
         try:
-            module.submit(tracker_args)
+            submit_job()
         except BaseException as err:  # reported by the main thread
             errors.append(err)
 
@@ -391,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_status
     except JobInterrupted as err:
-        print(f"error: {err}; stopped every process of the job", file=sys.stderr)
+        where = supervisor.where()
+        print(f"error: {err}; stopped every process of the job"
+              + (f" ({where})" if where else ""), file=sys.stderr)
         return 130
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
