@@ -390,16 +390,20 @@ def test_failed_write_leaves_no_partial_file(trained, tmp_path, monkeypatch):
 RACCOON = os.path.join(REPO, "..", "shared", "data", "raccoon")
 
 
-@pytest.mark.slow
-def test_raccoon_model_gives_mxnet_detections_and_map(tmp_path, capsys):
-    """tiny_photo trained 4 epochs (128 px) on the 160 raccoon photos, deployed with --onnx: on
-    the 40 test photos the same rows as MXNet's deploy graph, and the same VOC07 mAP."""
+@pytest.fixture(scope="module")
+def raccoon_model(tmp_path_factory):
+    """tiny_photo trained 4 epochs (128 px) on the 160 raccoon photos, deployed with --onnx.
+
+    A fixture, not the test's body: training installs a log handler on the stream of the
+    moment, which must not be a test's captured (then closed) stderr.
+    """
     devkit = os.path.join(RACCOON, "VOCdevkit")
     if not os.path.isdir(devkit):
         pytest.skip(f"real-photo data not found at {os.path.abspath(RACCOON)} (the raccoon set "
                     "of ../shared/data; see its README)")
     from tools.prepare_dataset import prepare_dataset
     from train_net import train_net
+    tmp_path = tmp_path_factory.mktemp("raccoon")
     sets = {}
     for name in ("trainval", "test"):
         sets[name] = prepare_dataset("pascal", name, devkit, str(tmp_path / f"{name}.lst"),
@@ -415,7 +419,15 @@ def test_raccoon_model_gives_mxnet_detections_and_map(tmp_path, capsys):
     assert deploy.main(["--network", "tiny_photo", "--data-shape", "128", "--num-class", "1",
                         "--class-names", "raccoon", "--prefix", prefix + "_", "--epoch", "4",
                         "--onnx"]) == 0
-    deployed = str(tmp_path / "deploy_ssd_tiny_photo_128")
+    return {"deploy": str(tmp_path / "deploy_ssd_tiny_photo_128"), "sets": sets,
+            "devkit": devkit}
+
+
+@pytest.mark.slow
+def test_raccoon_model_gives_mxnet_detections_and_map(raccoon_model, capsys):
+    """On the 40 raccoon test photos the same rows as MXNet's deploy graph, and the same VOC07
+    mAP (the model of ``raccoon_model``)."""
+    deployed, sets, devkit = (raccoon_model[k] for k in ("deploy", "sets", "devkit"))
     with open(sets["test"]["lst"]) as f:
         photos = [os.path.join(devkit, line.rstrip("\n").split("\t")[-1]) for line in f]
     arrays = [load_image(p) for p in photos]
