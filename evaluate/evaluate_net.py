@@ -324,6 +324,9 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     if onnx_path:
         module, nms_thresh, force_nms, nms_topk = _onnx_module(onnx_path, (height, width),
                                                                num_classes)
+        if [float(m) for m in mean_pixels] != module.detector.meta["mean_pixels"]:
+            logger.warning("--onnx %s subtracts its own mean %s, not the mean flags %s",
+                           onnx_path, module.detector.meta["mean_pixels"], list(mean_pixels))
         mean_pixels = (0.0, 0.0, 0.0)          # the file subtracts its own mean
     else:
         module = _bind_checkpoint(net, (height, width), num_classes, model_prefix, epoch,
