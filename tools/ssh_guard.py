@@ -68,6 +68,9 @@ def shell_status(returncode: int) -> int:
 
 def main(argv: list[str]) -> int:
     """Run ``argv`` (after an optional ``--``) under the guard; returns its shell status."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.split("\n\n")[0] + "\n\nusage: python tools/ssh_guard.py -- COMMAND [ARG ...]")
+        return 0
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
