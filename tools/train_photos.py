@@ -202,7 +202,8 @@ def resolve_layout(args: argparse.Namespace) -> PhotoLayout:
     if bool(args.data) == bool(args.voc_root):
         raise ValueError("give the folder of labelled photos once: DATA (any format) or "
                          "--voc-root (a VOC devkit)")
-    layout = detect_layout(args.data or args.voc_root, "voc" if args.voc_root else args.format)
+    layout = detect_layout(os.path.abspath(args.data or args.voc_root),
+                           "voc" if args.voc_root else args.format)
     if args.year:
         layout.year = args.year
     layout.train_set = args.train_set or layout.train_set
