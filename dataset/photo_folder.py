@@ -192,14 +192,15 @@ def _labelimg_layout(root: str) -> PhotoLayout | None:
         return PhotoLayout("labelimg", root, train, test, description=(
             f"LabelImg folder {root}: photos + XML in {train}/ ({len(labelimg_pairs(os.path.join(root, train)))})"
             f" and {test}/ ({len(labelimg_pairs(os.path.join(root, test)))})"))
-    pairs = labelimg_pairs(root)
-    if not pairs:
-        return None
-    num_test = len(split_pairs(pairs, "test"))
-    return PhotoLayout("labelimg", root, "train", "test", description=(
-        f"LabelImg folder {root}: {len(pairs)} photos + XML in one folder, no train/ and test/ "
-        f"subfolders: split 80/20 by name (every {TEST_EVERY}th photo is a test photo): "
-        f"{len(pairs) - num_test} train / {num_test} test"))
+    for base in (root, os.path.join(root, "images")):
+        pairs = labelimg_pairs(base)
+        if pairs:
+            num_test = len(split_pairs(pairs, "test"))
+            return PhotoLayout("labelimg", base, "train", "test", description=(
+                f"LabelImg folder {base}: {len(pairs)} photos + XML in one folder, no train/ "
+                f"and test/ subfolders: split 80/20 by name (every {TEST_EVERY}th photo is a "
+                f"test photo): {len(pairs) - num_test} train / {num_test} test"))
+    return None
 
 
 def _coco_layout(root: str) -> PhotoLayout | None:
@@ -232,10 +233,13 @@ def _yolo_layout(root: str) -> PhotoLayout | None:
 
 _DETECTORS = {"voc": _voc_layout, "labelimg": _labelimg_layout, "coco": _coco_layout,
               "yolo": _yolo_layout}
-EXPECTED = ("a VOC devkit (VOCdevkit/VOC<year>/Annotations, JPEGImages, ImageSets/Main), a "
-            "LabelImg folder (photos + .xml side by side, in train/ and test/ or in one folder), "
-            "COCO JSON (annotations/instances_<set>.json + images/<set>/) or YOLO text "
-            "(classes.txt, images/, labels/, train.txt, test.txt)")
+EXPECTED_BY_FORMAT = {
+    "voc": "a VOC devkit (VOCdevkit/VOC<year>/Annotations, JPEGImages, ImageSets/Main)",
+    "labelimg": "a LabelImg folder (photos + .xml side by side, in train/ and test/ or in one "
+                "folder)",
+    "coco": "COCO JSON (annotations/instances_<set>.json + images/<set>/)",
+    "yolo": "YOLO text (classes.txt, images/, labels/, train.txt, test.txt)"}
+EXPECTED = ", ".join(list(EXPECTED_BY_FORMAT.values())[:-1]) + " or " + EXPECTED_BY_FORMAT["yolo"]
 
 
 def _found(root: str) -> str:
@@ -276,7 +280,7 @@ def detect_layout(root: str, fmt: str = "auto") -> PhotoLayout:
         layout = _DETECTORS[name](root)
         if layout is not None:
             return layout
-    what = EXPECTED if fmt == "auto" else f"the {fmt} layout of {EXPECTED}"
+    what = EXPECTED if fmt == "auto" else EXPECTED_BY_FORMAT[fmt]
     raise ValueError(f"{root}: cannot read it as labelled photos: expected {what}; found "
                      f"{_found(root)}")
 

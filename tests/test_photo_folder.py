@@ -143,6 +143,12 @@ def test_one_labelimg_folder_splits_80_20_by_name(tmp_path):
     assert not set(train.image_set_index) & set(held.image_set_index)
 
 
+def test_one_labelimg_folder_under_images_is_found(tmp_path):
+    write_labelimg(tmp_path / "images", _photos(5))
+    layout = detect_layout(str(tmp_path))
+    assert layout.root == str(tmp_path / "images") and "4 train / 1 test" in layout.description
+
+
 @pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
 def test_coco_yolo_and_voc_folders_are_detected_with_their_class_names(tmp_path, fmt):
     photos = _photos(5)
