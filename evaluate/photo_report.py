@@ -160,7 +160,9 @@ def _draw(image: np.ndarray, label: np.ndarray, dets: np.ndarray, names: Sequenc
 
 
 def _row(tiles: list[np.ndarray], title: str, height: int) -> np.ndarray:
-    row = np.concatenate(tiles, axis=1) if tiles else np.full((height, 200, 3), 255, np.uint8)
+    gap = np.full((height, 6, 3), 255, np.uint8)              # white between two photos
+    spaced = [part for tile in tiles for part in (tile, gap)][:-1]
+    row = np.concatenate(spaced, axis=1) if tiles else np.full((height, 200, 3), 255, np.uint8)
     band = np.full((22, row.shape[1], 3), 255, np.uint8)
     cv2.putText(band, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     return np.concatenate([band, row], axis=0)
