@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   environment + synthetic VOC data + .rec + train a small SSD on CPU + mAP + pictures
 #   make test   environment + the whole test suite (what CI runs)
-#   make photos environment + a VOC folder of photos (PHOTOS=) -> trained detector + mAP + pictures
+#   make photos environment + a folder of labelled photos (PHOTOS=: VOC devkit, LabelImg folder,
+#               COCO JSON or YOLO text) -> trained detector + mAP + report + pictures
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -41,8 +42,7 @@ demo: venv
 	MPLBACKEND=Agg $(PY) -m tools.run_demo --workdir $(DEMO)
 
 photos: venv
-	MPLBACKEND=Agg $(PY) tools/train_photos.py --voc-root $(PHOTOS)/VOCdevkit \
-		--class-names $(PHOTOS)/class_names.txt --workdir output/photos
+	MPLBACKEND=Agg $(PY) tools/train_photos.py $(PHOTOS) --workdir output/photos
 
 test: venv
 	MPLBACKEND=Agg $(PY) -m pytest -q

@@ -1,6 +1,7 @@
 """Build the detection ``.lst`` of a dataset and pack it into ``.rec`` / ``.idx``.
 
-Reads PASCAL VOC (``--dataset pascal``), MS COCO (``coco``) or YOLO text labels (``yolo``),
+Reads PASCAL VOC (``--dataset pascal``), MS COCO (``coco``), YOLO text labels (``yolo``) or a
+LabelImg folder (``labelimg``: photos and their XML side by side),
 checks every annotation (unknown classes, boxes outside the image or of no size, missing or
 unreadable images, empty annotation files), writes ``--target`` (the ``.lst``), packs it with
 :mod:`tools.pack_rec` in-process, and prints a summary with the ``--label-width`` training needs.
@@ -11,6 +12,9 @@ Layouts (``--root``):
 * coco: ``<root>/annotations/instances_<set>.json`` and images in ``<root>/images/<set>/``
 * yolo: ``<root>/<set>.txt`` (image stems), ``<root>/images/``, ``<root>/labels/``,
   class names from ``--class-names`` or ``<root>/classes.txt``
+* labelimg: ``<root>/<set>/`` holds ``IMG_1.JPG`` + ``IMG_1.xml`` ...; with no such subfolder,
+  ``--set train`` / ``test`` are the 80/20 parts of ``<root>`` itself (every 5th photo in name
+  order is a test photo; ``dataset/photo_folder.py``); ``--class-names`` required
 
 Example::
 
@@ -33,7 +37,7 @@ from dataset.imdb import Imdb
 
 logger = logging.getLogger("prepare_dataset")
 
-DATASETS = ("pascal", "coco", "yolo")
+DATASETS = ("pascal", "coco", "yolo", "labelimg")
 
 
 def _split(value: str | list[str], flag: str) -> list[str]:
@@ -52,7 +56,7 @@ def load_imdb(dataset: str, image_set: str | list[str], root: str, year: str | l
     Parameters
     ----------
     dataset : str
-        ``pascal``, ``coco`` or ``yolo``.
+        ``pascal``, ``coco``, ``yolo`` or ``labelimg``.
     image_set : str or list of str
         Set names (comma string or list); with VOC, every (year, set) pair is read.
     root : str
@@ -84,6 +88,11 @@ def load_imdb(dataset: str, image_set: str | list[str], root: str, year: str | l
             imdbs.append(Coco(os.path.join(root, "annotations", f"instances_{s}.json"),
                               os.path.join(root, "images", s), shuffle=shuffle,
                               class_names=class_names, seed=seed))
+    elif dataset == "labelimg":
+        from dataset.photo_folder import LabelImgFolder
+        for s in sets:
+            imdbs.append(LabelImgFolder(root, s, class_names, shuffle=shuffle,
+                                        ignore_unknown=ignore_unknown, seed=seed))
     else:
         from dataset.yolo_format import YoloFormat
         names = class_names or os.path.join(root, "classes.txt")

@@ -1,33 +1,42 @@
-"""One command from a VOC folder of photos to a trained detector and its mAP, on a CPU.
+"""One command from a folder of labelled photos to a trained detector and its mAP, on a CPU.
+
+The folder is what users have (``dataset/photo_folder.py``): a VOC devkit, a LabelImg folder
+(photos and XML side by side, in ``train/`` + ``test/`` or in one folder split 80/20), COCO JSON
+or YOLO text; the format is detected or named by ``--format``, the class names come from the
+data unless ``--class-names`` gives them (written to ``model/class_names.txt`` either way).
 
 Steps (each one the project's real command-line tool, echoed as it runs):
 
-1. ``tools/prepare_dataset.py`` on the ``trainval`` and ``test`` sets of ``--voc-root`` (images
-   packed with the longest side at most ``PACK_SIDE`` px; the summary lists box sizes and any
-   image skipped, and why);
+1. ``tools/prepare_dataset.py`` on the training and test sets (images packed with the longest
+   side at most ``PACK_SIDE`` px; the summary lists box sizes and any image skipped, and why);
 2. ``tools/mosaic.py``: a copy of the training record with ``mosaic_copies`` four-photo mosaics
    per photo appended (objects at half their size or less, among other photos' backgrounds);
 3. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
    fitted to the boxes (``anchors.json``), used when the preset leaves more than 5 % of the
    training boxes without an anchor of IoU >= 0.5 (``min_coverage``);
-4. ``train.py`` with the real-photo recipe below, from scratch;
-5. ``tools/average_checkpoints.py`` over the last ``average_epochs`` epochs, when more than one
-   (the recipe keeps the last epoch's weights: averaging scored lower, docs/RECIPE.md);
+4. ``train.py`` with the real-photo recipe below, from scratch, for ``schedule_epochs`` (sized
+   to the set) or, with ``--minutes N``, for as many epochs as the first one's rate fits in N;
+5. the epoch to keep: the last, unless validation says the best is better by more than noise
+   (``choose_epoch``);
 6. ``evaluate.py`` (VOC07 mAP on the test set);
-7. ``demo.py`` on a few test photos (pictures with the detections), unless ``--no-pictures``.
+7. ``tools/photo_report.py``: per-class AP, confused classes, missed boxes by size, a picture
+   of the worst test photos beside the best;
+8. ``demo.py`` on a few test photos (pictures with the detections), unless ``--no-pictures``.
 
-The recipe and every run that chose it: docs/RECIPE.md, "Real photographs". Example::
+The recipe and every run that chose it: docs/RECIPE.md, "Real photographs". Examples::
 
-    python tools/train_photos.py --voc-root ../shared/data/raccoon/VOCdevkit \\
-        --class-names ../shared/data/raccoon/class_names.txt --workdir output/photos
+    python tools/train_photos.py ../shared/data/raccoon --workdir output/photos
+    python tools/train_photos.py ../shared/data/cards --minutes 10
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import math
 import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,6 +44,9 @@ from pathlib import Path
 if __package__ in (None, ""):       # run by path: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
+from dataset.imdb import load_class_names  # noqa: E402
+from dataset.photo_folder import (FORMATS, PhotoLayout, data_class_names,  # noqa: E402
+                                  detect_layout)
 from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, stop on failure)
 
 # The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/photo_sweep.py).
@@ -45,8 +57,10 @@ PHOTO_RECIPE = {
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
     "warmup_epochs": 2,     # linear warm-up
     "lr_schedule": "cosine",  # cosine decay to lr / 1000 at the last epoch
-    "end_epoch": 12,        # of photos + mosaics: 9x the images of an epoch of photos alone;
+    "min_epochs": 12,       # of photos + mosaics: 9x the images of an epoch of photos alone;
                             # longer runs overfit the fixed mosaics (docs/RECIPE.md)
+    "min_updates": 2160,    # raccoon's 12 epochs x 180 updates: smaller sets train more epochs
+    "max_epochs": 40,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
     "mosaic_copies": 8,     # four-photo mosaics per training photo, appended to its record:
@@ -59,22 +73,33 @@ PHOTO_RECIPE = {
     "seed": 1,
 }
 PACK_SIDE = 320             # longest side of the packed photos (crops then still have detail)
+NOISE_SIGMAS = 2            # the best epoch replaces the last when better by more standard errors
+BUDGET_RESERVE_S = 45       # --minutes: seconds kept for evaluation, report and pictures
 
 
 def get_parser() -> argparse.ArgumentParser:
     """Command-line parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--voc-root", required=True,
-                   help="the VOCdevkit folder (VOC<year>/JPEGImages, Annotations, ImageSets/Main)")
-    p.add_argument("--year", default="2007", help="VOC<year> folder inside --voc-root")
-    p.add_argument("--class-names", required=True, help="comma list or file, one name a line")
-    p.add_argument("--train-set", default="trainval", help="ImageSets/Main set to train on")
-    p.add_argument("--test-set", default="test", help="ImageSets/Main set to measure on")
+    p.add_argument("data", nargs="?", default=None,
+                   help="folder of labelled photos: a VOC devkit, a LabelImg folder (photos + "
+                        "XML side by side), COCO JSON or YOLO text (dataset/photo_folder.py)")
+    p.add_argument("--voc-root", default=None,
+                   help="a VOC devkit (the earlier flag): the same as DATA with --format voc")
+    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+                   help="layout of DATA; auto: detected from the folder")
+    p.add_argument("--year", default=None, help="VOC<year> folder (voc; default: detected)")
+    p.add_argument("--class-names", default=None,
+                   help="comma list or file, one name a line (default: from the data, sorted)")
+    p.add_argument("--train-set", default=None, help="training set (default: detected)")
+    p.add_argument("--test-set", default=None, help="set to measure on (default: detected)")
     p.add_argument("--workdir", default="output/photos",
                    help="folder for records, checkpoints, evaluation and pictures")
-    p.add_argument("--end-epoch", type=int, default=PHOTO_RECIPE["end_epoch"],
-                   help="training epochs")
+    p.add_argument("--end-epoch", type=int, default=0,
+                   help="training epochs (0: sized to the set, see schedule_epochs)")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="train the best model this many minutes allow on this machine: the rate "
+                        "of the first epoch sizes the schedule (0: no budget)")
     p.add_argument("--data-shape", type=int, default=PHOTO_RECIPE["data_shape"],
                    help="network input side in px")
     p.add_argument("--mosaic-copies", type=float, default=PHOTO_RECIPE["mosaic_copies"],
@@ -84,7 +109,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-args", default="",
                    help="extra flags for train.py, appended after the recipe's")
     p.add_argument("--no-pictures", dest="pictures", action="store_false",
-                   help="skip demo.py's pictures of detections")
+                   help="skip demo.py's pictures of detections and the report's picture")
     return p
 
 
@@ -104,37 +129,170 @@ def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "",
     return flags
 
 
-def class_list(value: str) -> list[str]:
-    """Class names from a comma list or a file."""
-    if os.path.isfile(value):
-        return [n.strip() for n in Path(value).read_text().splitlines() if n.strip()]
-    return [n.strip() for n in value.split(",") if n.strip()]
+def schedule_epochs(num_train: int, mosaic_copies: float,
+                    batch_size: int = PHOTO_RECIPE["batch_size"]) -> tuple[int, str]:
+    """Epochs for a set of ``num_train`` photos, and the one-line reason.
+
+    At least ``min_epochs``, and at least ``min_updates`` updates (the raccoon recipe's
+    12 epochs of 160 photos + 8 mosaics each at batch 8): a smaller set trains more epochs
+    instead of fewer updates; at most ``max_epochs``.
+    """
+    r = PHOTO_RECIPE
+    images = num_train * (1 + (mosaic_copies if num_train >= 4 else 0))
+    per_epoch = max(1, int(images) // batch_size)
+    epochs = max(r["min_epochs"], math.ceil(r["min_updates"] / per_epoch))
+    epochs = min(epochs, r["max_epochs"])
+    return epochs, (f"{num_train} photos + mosaics = {int(images)} images, {per_epoch} updates "
+                    f"an epoch: {epochs} epochs (at least {r['min_epochs']} and "
+                    f"{r['min_updates']} updates, at most {r['max_epochs']})")
+
+
+def budget_epochs(minutes: float, spent_s: float, first_epoch_s: float,
+                  reserve_s: float) -> int:
+    """Epochs that fit ``minutes`` when the first took ``first_epoch_s`` (at least 2).
+
+    ``spent_s`` were used before training began; ``reserve_s`` are kept for evaluation.
+    """
+    left = minutes * 60.0 - spent_s - reserve_s - first_epoch_s
+    return max(2, 1 + int(left // max(first_epoch_s, 1e-3)))
+
+
+def validation_curve(log_text: str) -> dict[int, float]:
+    """Validation mAP per epoch (1-based, as the checkpoints) from a ``train.py`` log."""
+    found = re.findall(r"Epoch\[(\d+)\] Validation-mAP=([0-9.eE+-]+|nan)", log_text)
+    return {int(e) + 1: float(v) for e, v in found}
+
+
+def map_noise(map_value: float, num_boxes: int) -> float:
+    """Standard error of an mAP measured on ``num_boxes`` test boxes (binomial)."""
+    m = min(max(map_value, 0.0), 1.0)
+    return math.sqrt(m * (1.0 - m) / max(1, num_boxes))
+
+
+def choose_epoch(curve: dict[int, float], last: int, num_boxes: int) -> tuple[int, str]:
+    """The epoch to keep: the last, unless the best beats it by more than noise.
+
+    Noise is ``NOISE_SIGMAS`` standard errors of the last epoch's mAP on ``num_boxes`` boxes.
+    """
+    if last not in curve or not curve:
+        return last, "kept the last epoch (no validation mAP in the log)"
+    best = max(curve, key=lambda e: (curve[e], e))
+    margin = NOISE_SIGMAS * map_noise(curve[last], num_boxes)
+    gain = curve[best] - curve[last]
+    if best != last and gain > margin:
+        return best, (f"kept epoch {best}: validation mAP {curve[best]:.3f} beats the last "
+                      f"epoch's {curve[last]:.3f} by {gain:.3f}, more than the noise of "
+                      f"{margin:.3f} ({NOISE_SIGMAS} standard errors on {num_boxes} boxes)")
+    return last, (f"kept the last epoch {last} (validation mAP {curve[last]:.3f}); the best, "
+                  f"epoch {best} ({curve[best]:.3f}), is within the noise of {margin:.3f} "
+                  f"({NOISE_SIGMAS} standard errors on {num_boxes} boxes)")
+
+
+def still_rising(curve: dict[int, float], num_boxes: int) -> bool:
+    """True when the mean mAP of the last 3 epochs beats the 3 before by more than 1 s.e."""
+    values = [curve[e] for e in sorted(curve)]
+    if len(values) < 6:
+        return False
+    recent, before = sum(values[-3:]) / 3, sum(values[-6:-3]) / 3
+    return recent - before > map_noise(recent, num_boxes)
+
+
+def resolve_layout(args: argparse.Namespace) -> PhotoLayout:
+    """The data layout from DATA / --voc-root / --format and the set overrides."""
+    if bool(args.data) == bool(args.voc_root):
+        raise ValueError("give the folder of labelled photos once: DATA (any format) or "
+                         "--voc-root (a VOC devkit)")
+    layout = detect_layout(os.path.abspath(args.data or args.voc_root),
+                           "voc" if args.voc_root else args.format)
+    if args.year:
+        layout.year = args.year
+    layout.train_set = args.train_set or layout.train_set
+    layout.test_set = args.test_set or layout.test_set
+    return layout
+
+
+def resolve_class_names(args: argparse.Namespace, layout: PhotoLayout) -> list[str]:
+    """``--class-names``, or the names written in the data (printed)."""
+    if args.class_names:
+        return load_class_names(args.class_names)
+    names = data_class_names(layout)
+    print(f"classes from the data ({len(names)}): {', '.join(names)}", flush=True)
+    return names
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (temporary name, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def keep_checkpoint(prefix: str, best_epoch: int, kept_prefix: str) -> None:
+    """Copy ``{prefix}-best.params`` to ``{kept_prefix}-{best_epoch:04d}.params`` atomically."""
+    target = f"{kept_prefix}-{best_epoch:04d}.params"
+    shutil.copyfile(f"{prefix}-best.params", target + ".tmp")
+    os.replace(target + ".tmp", target)
+
+
+def _pack(py: str, layout: PhotoLayout, names: list[str], work: Path) -> tuple[dict, dict]:
+    """Steps 1: the training and test records; returns their summaries."""
+    common = ["--class-names", ",".join(names), "--resize", str(PACK_SIDE)]
+    for part, image_set in (("train", layout.train_set), ("test", layout.test_set)):
+        run([py, "tools/prepare_dataset.py", *layout.prepare_dataset_args(image_set), *common,
+             *(["--no-shuffle"] if part == "test" else []), "--target", str(work / f"{part}.lst"),
+             "--summary-json", str(work / f"{part}_summary.json")])
+    return tuple(json.loads((work / f"{p}_summary.json").read_text()) for p in ("train", "test"))
+
+
+def _train(py: str, args: argparse.Namespace, work: Path, train_rec: Path, names: list[str],
+           anchors_file: str, num_train: int, started: float) -> int:
+    """Step 4: train.py from scratch (in two calls under --minutes); returns the epochs."""
+    prefix = work / "model" / "ssd"
+
+    def train(end_epoch: int, resume: list[str]) -> None:
+        run([py, "train.py", "--train-path", str(train_rec), "--val-path", str(work / "test.rec"),
+             *recipe_train_flags(end_epoch, args.data_shape, anchors_file, args.seed),
+             "--num-class", str(len(names)), "--class-names", ",".join(names),
+             "--prefix", str(prefix), "--gpus", "", "--log", str(work / "train.log"),
+             "--frequent", "20", *resume] + shlex.split(args.train_args))
+
+    if args.end_epoch > 0:
+        epochs, why = args.end_epoch, "--end-epoch"
+    else:
+        epochs, why = schedule_epochs(num_train, args.mosaic_copies)
+    if args.minutes <= 0:
+        print(f"schedule: {why}", flush=True)
+        train(epochs, [])
+        return epochs
+    begin = time.time()
+    train(1, [])
+    first_s = time.time() - begin
+    epochs = budget_epochs(args.minutes, begin - started, first_s, BUDGET_RESERVE_S)
+    print(f"--minutes {args.minutes:g}: the first epoch took {first_s:.0f} s, {epochs} epochs "
+          f"fill the budget (training from epoch 2 on)", flush=True)
+    if epochs > 1:
+        train(epochs, ["--resume", "1"])
+    return epochs
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = get_parser().parse_args(argv)
-    voc_dir = Path(args.voc_root) / f"VOC{args.year}"
-    if not voc_dir.is_dir():
-        print(f"error: --voc-root {args.voc_root}: no VOC{args.year} folder in it", file=sys.stderr)
+    try:
+        layout = resolve_layout(args)
+        names = resolve_class_names(args, layout)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    names = class_list(args.class_names)
-    if not names:
-        print(f"error: --class-names {args.class_names!r}: no names", file=sys.stderr)
-        return 2
+    print(f"data: {layout.description}", flush=True)
     work = Path(args.workdir).resolve()
     (work / "model").mkdir(parents=True, exist_ok=True)
+    write_text(work / "model" / "class_names.txt", "\n".join(names) + "\n")
     py = sys.executable
     started = time.time()
-    common = ["--dataset", "pascal", "--year", args.year, "--root", str(args.voc_root),
-              "--class-names", ",".join(names), "--resize", str(PACK_SIDE)]
-    run([py, "tools/prepare_dataset.py", *common, "--set", args.train_set,
-         "--target", str(work / "train.lst"), "--summary-json", str(work / "train_summary.json")])
-    run([py, "tools/prepare_dataset.py", *common, "--set", args.test_set, "--no-shuffle",
-         "--target", str(work / "test.lst"), "--summary-json", str(work / "test_summary.json")])
-    num_test = json.loads((work / "test_summary.json").read_text())["num_listed"]
+    train_summary, test_summary = _pack(py, layout, names, work)
+    num_train, num_test = train_summary["num_listed"], test_summary["num_listed"]
     train_rec = work / "train.rec"
-    num_train = json.loads((work / "train_summary.json").read_text())["num_listed"]
     if args.mosaic_copies > 0 and num_train < 4:
         print(f"only {num_train} training photo(s): no mosaics (a mosaic needs 4)", flush=True)
     elif args.mosaic_copies > 0:
@@ -144,66 +302,89 @@ def main(argv: list[str] | None = None) -> int:
     anchors_file = str(work / "anchors.json")
     run([py, "tools/anchors.py", str(work / "train.rec"), "--network", PHOTO_RECIPE["network"],
          "--data-shape", str(args.data_shape), "--output", anchors_file])
-
     fitted = json.loads(Path(anchors_file).read_text())
     use_fitted = fitted["coverage_before"] < PHOTO_RECIPE["min_coverage"]
     print(f"anchor coverage of the preset {100 * fitted['coverage_before']:.1f} %, fitted "
           f"{100 * fitted['coverage_after']:.1f} %: training with the "
           f"{'fitted' if use_fitted else 'preset'} anchors", flush=True)
-    prefix = work / "model" / "ssd"
+
     train_started = time.time()
-    run([py, "train.py", "--train-path", str(train_rec),
-         "--val-path", str(work / "test.rec"),
-         *recipe_train_flags(args.end_epoch, args.data_shape,
-                             anchors_file if use_fitted else "", args.seed),
-         "--num-class", str(len(names)), "--class-names", ",".join(names),
-         "--prefix", str(prefix), "--gpus", "", "--log", str(work / "train.log"),
-         "--frequent", "20"] + shlex.split(args.train_args))
+    epochs = _train(py, args, work, train_rec, names, anchors_file if use_fitted else "",
+                    num_train, started)
     train_minutes = (time.time() - train_started) / 60.0
 
-    model_prefix = f"{prefix}_{PHOTO_RECIPE['network']}_{args.data_shape}"
+    model_prefix = f"{work / 'model' / 'ssd'}_{PHOTO_RECIPE['network']}_{args.data_shape}"
+    curve = validation_curve((work / "train.log").read_text())
+    kept, kept_why = choose_epoch(curve, epochs, test_summary["objects"])
+    print(kept_why, flush=True)
     eval_prefix = model_prefix
-    averaged = min(PHOTO_RECIPE["average_epochs"], args.end_epoch)
-    if averaged > 1:
-        eval_prefix = f"{prefix}_avg_{PHOTO_RECIPE['network']}_{args.data_shape}"
-        run([py, "tools/average_checkpoints.py", "--prefix", model_prefix,
-             "--epochs", f"{args.end_epoch - averaged + 1}-{args.end_epoch}",
-             "--output", eval_prefix])
+    if kept != epochs:
+        eval_prefix = f"{work / 'model' / 'ssd_kept'}_{PHOTO_RECIPE['network']}_{args.data_shape}"
+        keep_checkpoint(model_prefix, kept, eval_prefix)
+    model_flags = ["--network", PHOTO_RECIPE["network"], "--data-shape", str(args.data_shape),
+                   "--prefix", eval_prefix, "--epoch", str(kept), "--cpu",
+                   "--class-names", ",".join(names)]
     anchor_flags = ["--anchors", anchors_file] if use_fitted else []
     eval_out = run([py, "evaluate.py", "--rec-path", str(work / "test.rec"),
-                    "--network", PHOTO_RECIPE["network"], "--data-shape", str(args.data_shape),
-                    "--num-class", str(len(names)), "--class-names", ",".join(names),
-                    "--prefix", eval_prefix, "--epoch", str(args.end_epoch), "--cpu",
-                    "--batch-size", str(min(8, num_test)), "--output-dir", str(work / "eval"),
-                    *anchor_flags])
+                    *model_flags,
+                    "--num-class", str(len(names)), "--batch-size", str(min(8, num_test)),
+                    "--output-dir", str(work / "eval"), *anchor_flags])
     found = re.findall(r"mAP\s*[:=]\s*([0-9.]+)", eval_out)
     map_value = float(found[-1]) if found else float("nan")
-
+    run([py, "tools/photo_report.py", "--rec-path", str(work / "test.rec"), *model_flags,
+         "--output-dir", str(work / "report"), *anchor_flags,
+         *([] if args.pictures else ["--no-pictures"])])
     if args.pictures:
-        test_ids = (voc_dir / "ImageSets" / "Main" / f"{args.test_set}.txt").read_text().split()
-        pictures = [str(p) for i in test_ids[:6] for p in (voc_dir / "JPEGImages").glob(f"{i}.*")]
-        run([py, "demo.py", "--network", PHOTO_RECIPE["network"],
-             "--data-shape", str(args.data_shape), "--prefix", eval_prefix,
-             "--epoch", str(args.end_epoch), "--cpu", "--class-names", ",".join(names),
-             "--images", ",".join(pictures), "--thresh", "0.5",
+        pictures = [str(Path(layout.root) / ln.rstrip("\n").split("\t")[-1])
+                    for ln in (work / "test.lst").read_text().splitlines()[:6]]
+        run([py, "demo.py", *model_flags, "--images", ",".join(pictures), "--thresh", "0.5",
              "--output-dir", str(work / "detections"), *anchor_flags])
 
+    rising = still_rising(curve, test_summary["objects"])
     summary = {"voc07_map": map_value, "train_minutes": round(train_minutes, 2),
                "total_minutes": round((time.time() - started) / 60.0, 2),
                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-               "recipe": PHOTO_RECIPE | {"end_epoch": args.end_epoch,
-                                          "data_shape": args.data_shape,
+               "data": {"format": layout.format, "root": layout.root,
+                        "train_set": layout.train_set, "test_set": layout.test_set,
+                        "classes": names, "train_photos": num_train, "test_photos": num_test},
+               "recipe": PHOTO_RECIPE | {"end_epoch": epochs, "data_shape": args.data_shape,
                                           "mosaic_copies": args.mosaic_copies,
-                                          "seed": args.seed},
+                                          "seed": args.seed, "minutes": args.minutes},
                "anchors": "fitted" if use_fitted else "preset",
                "anchor_coverage": {"preset": fitted["coverage_before"],
                                    "fitted": fitted["coverage_after"]},
-               "evaluated": f"{eval_prefix}-{args.end_epoch:04d}.params"}
-    (work / "photos_summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nFinished: VOC07 mAP {map_value:.4f} on the {args.test_set} set, training "
-          f"{train_minutes:.1f} min, total {summary['total_minutes']:.1f} min "
+               "validation_curve": {str(e): v for e, v in sorted(curve.items())},
+               "kept_epoch": kept, "kept_why": kept_why, "still_rising": rising,
+               "evaluated": f"{eval_prefix}-{kept:04d}.params"}
+    write_text(work / "photos_summary.json", json.dumps(summary, indent=2))
+    print(f"\nFinished: VOC07 mAP {map_value:.4f} on the {layout.test_set} set, {epochs} epochs, "
+          f"training {train_minutes:.1f} min, total {summary['total_minutes']:.1f} min "
           f"(load average {summary['load_average_1min_at_end']}).")
+    if rising:
+        print("The validation mAP was still rising at the end: train longer with\n    "
+              + train_longer_command(argv if argv is not None else sys.argv[1:], args, epochs))
     return 0
+
+
+def train_longer_command(argv: list[str], args: argparse.Namespace, epochs: int) -> str:
+    """The same command with twice the epochs (or twice the minutes)."""
+    kept = strip_flag(strip_flag(argv, "--end-epoch"), "--minutes")
+    more = (["--minutes", f"{2 * args.minutes:g}"] if args.minutes > 0
+            else ["--end-epoch", str(2 * epochs)])
+    return shlex.join(["python", "tools/train_photos.py", *kept, *more])
+
+
+def strip_flag(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":
