@@ -6,7 +6,6 @@ same pixels.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Sequence
 
@@ -16,24 +15,8 @@ import numpy as np
 
 from checkpoint import load_symbol_file
 from evaluate.evaluate_net import check_params, load_params, parse_data_shape
-
-
-def load_image(path: str) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3).
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    ValueError
-        OpenCV cannot decode it.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image {path} not found")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"image {path} cannot be decoded (not an image OpenCV reads)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+# one image reader for the MXNet and the onnxruntime paths (that module imports no MXNet)
+from evaluate.onnx_detector import read_rgb as load_image  # noqa: F401  (demo.py, tests)
 
 
 def preprocess(image: np.ndarray, data_shape: tuple[int, int],

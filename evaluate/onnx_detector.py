@@ -98,7 +98,15 @@ def load_onnx_session(onnx_path: str, data_shape: tuple[int, int] | None = None,
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3) (``evaluate.detector.load_image``'s errors)."""
+    """An image file as RGB uint8 (H, W, 3); ``evaluate.detector.load_image`` too.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        OpenCV cannot decode it.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path} not found")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
