@@ -18,7 +18,7 @@ import sys
 import time
 
 from config.runtime import setup_threads
-from evaluate import add_mean_args
+from evaluate import add_anchors_arg, add_mean_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_IMAGES = os.path.join(".", "data", "demo", "dog.jpg")   # the original's demo picture
@@ -63,9 +63,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="camera frame size 'width,height' or a scale factor (default none)")
     parser.add_argument("--camera-frames", dest="camera_frames", type=int, default=100,
                         help="frames to process in camera mode (default 100)")
-    parser.add_argument("--anchors", default="",
-                        help="JSON of anchor sizes/ratios the model was trained with "
-                             "(train.py --anchors FILE; default: the preset's)")
+    add_anchors_arg(parser)
     parser.add_argument("--onnx", default="",
                         help="detect with this deploy.py --onnx file in onnxruntime instead of "
                              "the checkpoint (its own mean and NMS; default none)")

@@ -22,7 +22,8 @@ setup_threads()
 from config.mxnet_compat import mx  # noqa: E402  (after setup_threads)
 
 from checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
-from evaluate import VOC_CLASSES, add_mean_args, parse_class_names, parse_mean  # noqa: E402
+from evaluate import (VOC_CLASSES, add_anchors_arg, add_mean_args,  # noqa: E402
+                      parse_class_names, parse_mean)
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
 
 logger = logging.getLogger("deploy")
@@ -50,9 +51,7 @@ def get_parser() -> argparse.ArgumentParser:
                              "classes)")
     parser.add_argument("--topk", dest="nms_topk", type=int, default=400,
                         help="keep the top k detections before NMS (default: 400)")
-    parser.add_argument("--anchors", default="",
-                        help="JSON of anchor sizes/ratios the model was trained with "
-                             "(train.py --anchors FILE; default: the preset's)")
+    add_anchors_arg(parser)
     parser.add_argument("--onnx", action="store_true",
                         help="also write <deploy prefix>-<epoch>.onnx for onnxruntime: RGB "
                              "0-255 in, detections out (docs/ONNX.md)")

@@ -19,7 +19,7 @@ import sys
 
 from config.runtime import setup_threads
 from dataset.record_check import add_bad_records_arg
-from evaluate import add_mean_args
+from evaluate import add_anchors_arg, add_mean_args
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -67,9 +67,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="use the inference symbol saved with the checkpoint (deploy.py)")
     parser.add_argument("--metric", choices=("voc", "coco"), default="voc",
                         help="voc: mAP only; coco: also AP@[.5:.95], AP50, AP75 (default voc)")
-    parser.add_argument("--anchors", default="",
-                        help="JSON of anchor sizes/ratios the model was trained with "
-                             "(train.py --anchors FILE; default: the preset's)")
+    add_anchors_arg(parser)
     parser.add_argument("--onnx", default="",
                         help="score this deploy.py --onnx file with onnxruntime instead of the "
                              "checkpoint (its own mean and NMS settings; default none)")

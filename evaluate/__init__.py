@@ -21,6 +21,13 @@ def parse_class_names(value: str | None, num_classes: int | None = None,
     return load_class_names(value or list(VOC_CLASSES), flag=flag, num_classes=num_classes)
 
 
+def add_anchors_arg(parser) -> None:
+    """Add ``--anchors``: the anchor file a model was trained with (inference CLIs)."""
+    parser.add_argument("--anchors", default="",
+                        help="JSON of anchor sizes/ratios the model was trained with "
+                             "(train.py --anchors FILE; default: the preset's)")
+
+
 def add_mean_args(parser) -> None:
     """Add ``--mean-r/-g/-b`` (the RGB mean subtracted, reference defaults 123/117/104)."""
     for flag, colour, default in (("--mean-r", "red", 123), ("--mean-g", "green", 117),
