@@ -12,7 +12,8 @@ PHOTOS ?= ../shared/data/raccoon
 # enough for any Python that might answer to $(PYTHON), 2.7 included.
 MIN_PY := 3.9
 MAX_PY := 3.13
-CHECK_PY := import sys; v = sys.version_info[:2]; ok = (3, 9) <= v <= (3, 13); \
+CHECK_PY := import sys; v = tuple(sys.version_info[:2]); version = lambda s: tuple(map(int, s.split("."))); \
+	ok = version("$(MIN_PY)") <= v <= version("$(MAX_PY)"); \
 	sys.exit(0 if ok else "error: $(PYTHON) is Python %d.%d; this project needs Python \
 	$(MIN_PY)-$(MAX_PY) (tested: 3.11, 3.12, 3.13): pass one, e.g. make demo PYTHON=python3.12" % v)
 # One stamp per interpreter version: passing another PYTHON rebuilds the environment.
