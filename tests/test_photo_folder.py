@@ -19,8 +19,9 @@ from dataset.photo_folder import (LabelImgFolder, data_class_names, detect_layou
 from evaluate.photo_report import (analyse, box_iou, format_report, match_photo,
                                    pick_worst_best, size_band, worst_best_picture)
 from tools.prepare_dataset import prepare_dataset
-from tools.train_photos import (budget_epochs, choose_epoch, schedule_epochs, still_rising,
-                                strip_flag, validation_curve)
+from tools.train_photos import (box_side_quantile, budget_epochs, choose_epoch, mosaic_copies,
+                                mosaic_scale, schedule_epochs, still_rising, strip_flag,
+                                validation_curve)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARDS = os.path.join(REPO, "..", "shared", "data", "cards")
@@ -192,12 +193,51 @@ def test_an_unreadable_folder_gets_one_error_line(tmp_path):
 
 # ---------------------------------------------------------------- the command's decisions
 def test_schedule_scales_with_the_set_and_the_budget():
-    assert schedule_epochs(160, 8)[0] == 12           # raccoon: the measured recipe
-    assert schedule_epochs(132, 8)[0] == 15           # fewer photos: more epochs, same updates
-    assert schedule_epochs(296, 8)[0] == 12
-    assert schedule_epochs(3, 8)[0] == 40             # capped at max_epochs
+    # the mosaics fill an epoch to about 2720 images, 8-16 a photo
+    assert mosaic_copies(160)[0] == 16 and mosaic_copies(296)[0] == 8     # raccoon, cards
+    assert mosaic_copies(240)[0] == 10 and mosaic_copies(40)[0] == 16
+    assert mosaic_copies(5000)[0] == 8
+    assert "16 mosaics a photo" in mosaic_copies(160)[1]
+    # each photo seen ~108 times, at least 2160 updates
+    assert schedule_epochs(160, 16)[0] == 7           # raccoon: 340 updates an epoch, 17 x 7
+    assert schedule_epochs(296, 8)[0] == 12           # cards: 333 updates an epoch, 9 x 12
+    assert schedule_epochs(132, 16)[0] == 8           # fewer photos: more epochs, 2160 updates
+    assert schedule_epochs(3, 16)[0] == 40            # no mosaics under 4 photos; capped
+    assert schedule_epochs(296, 0)[0] == 40
     assert budget_epochs(10, 60, 30, 45) == 1 + (600 - 60 - 45 - 30) // 30
     assert budget_epochs(1, 50, 30, 45) == 2
+
+
+# Box-size histograms of prepare_dataset's summaries (training sets).
+RACCOON_BOXES = {"0-0.05": 0, "0.05-0.1": 0, "0.1-0.2": 2, "0.2-0.3": 2, "0.3-0.5": 29,
+                 "0.5-0.7": 51, "0.7-1": 90}
+CARDS_BOXES = {"0-0.05": 0, "0.05-0.1": 0, "0.1-0.2": 13, "0.2-0.3": 161, "0.3-0.5": 321,
+               "0.5-0.7": 32, "0.7-1": 0}
+
+
+def test_box_side_quantile_interpolates_inside_its_bin():
+    assert box_side_quantile({"0-0.5": 10, "0.5-1": 10}, 0.25) == pytest.approx(0.25)
+    assert box_side_quantile({"0-0.5": 0, "0.5-1": 4}, 0.5) == pytest.approx(0.75)
+    assert box_side_quantile({"0-0.5": 0}, 0.1) == 1.0                    # no boxes
+    # raccoon: 4 of 174 boxes below 0.3, so its tenth lies in 0.3-0.5
+    assert box_side_quantile(RACCOON_BOXES, 0.1) == pytest.approx(0.3 + 0.2 * 13.4 / 29)
+    assert 0.2 < box_side_quantile(CARDS_BOXES, 0.1) < 0.25
+
+
+def test_mosaic_scale_keeps_small_boxes_above_the_finest_anchor():
+    # raccoon and cards keep the measured 0.5-1 (their small tenth stays coverable at 0.5)
+    assert mosaic_scale(RACCOON_BOXES, 0.12)[0] == 0.5
+    low, why = mosaic_scale(CARDS_BOXES, 0.12)
+    assert low == 0.5 and why.startswith("mosaic scale 0.5-1:") and "stays above 0.085" in why
+    # most boxes at 0.1-0.2 of the photo: shrunk to 0.5 they would be 0.05-0.1, many < 0.085
+    small = {"0.05-0.1": 0, "0.1-0.2": 60, "0.2-0.3": 20, "0.3-0.5": 20}
+    low, why = mosaic_scale(small, 0.12)
+    assert low == pytest.approx(0.12 / 2 ** 0.5 / box_side_quantile(small, 0.1), abs=0.01)
+    assert 0.7 < low < 0.9 and "would shrink below 0.085" in why
+    # boxes smaller than the finest anchor even in the photos: not shrunk at all
+    assert mosaic_scale({"0.05-0.1": 10}, 0.12)[0] == 1.0
+    # finer (fitted) anchors allow more shrinking
+    assert mosaic_scale(small, 0.08)[0] < mosaic_scale(small, 0.12)[0]
 
 
 def test_the_last_epoch_is_kept_unless_the_best_beats_it_beyond_noise():

@@ -53,18 +53,21 @@ from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, s
 PHOTO_RECIPE = {
     "network": "tiny_photo",  # tiny with BatchNorm in the extra layers: every conv normalised
     "data_shape": 256,      # photos need more pixels than the synthetic shapes' 160
-    "batch_size": 8,        # 180 updates per epoch of 160 photos + 8 x 160 mosaics
+    "batch_size": 8,        # raccoon: 340 updates an epoch (160 photos + 16 mosaics each)
     "lr": 0.1,              # SGD, momentum 0.9, as the synthetic recipe
-    "warmup_epochs": 2,     # linear warm-up
+    "warmup_share": 1 / 6,  # linear warm-up over this share of the epochs (at least one)
     "lr_schedule": "cosine",  # cosine decay to lr / 1000 at the last epoch
-    "min_epochs": 12,       # of photos + mosaics: 9x the images of an epoch of photos alone;
-                            # longer runs overfit the fixed mosaics (docs/RECIPE.md)
-    "min_updates": 2160,    # raccoon's 12 epochs x 180 updates: smaller sets train more epochs
+    "views_per_photo": 108,  # each training photo is seen about this often, itself and in
+                            # mosaics (cards: 9 x 12 epochs, raccoon: 17 x 7): more passes over
+                            # the same mosaics overfit them (docs/RECIPE.md)
+    "min_updates": 2160,    # and at least this many updates: smaller sets train more epochs
     "max_epochs": 40,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
-    "mosaic_copies": 8,     # four-photo mosaics per training photo, appended to its record:
-                            # medium and small objects among real backgrounds (0.80 vs 0.64)
+    "epoch_images": 2720,   # four-photo mosaics per training photo, appended to its record
+    "min_copies": 8,        # (medium and small objects among real backgrounds: 0.80 vs 0.64),
+    "max_copies": 16,       # as many as fill an epoch to about epoch_images, 8-16: raccoon 16
+                            # seen 7 times beat 8 seen 12 times (0.815 vs 0.797); cards 8
     "neg_ratio": 6,         # hard negatives per matched anchor (the original: 3): trains the
                             # large anchors off whole-photo boxes around medium-sized objects
     "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
@@ -72,6 +75,7 @@ PHOTO_RECIPE = {
     "average_epochs": 1,    # 1: the last epoch's weights (averaging the last 5 scored lower)
     "seed": 1,
 }
+MOSAIC_LOW = 0.5            # the mosaics' smallest shrink of a photo (raccoon's measured range)
 PACK_SIDE = 320             # longest side of the packed photos (crops then still have detail)
 NOISE_SIGMAS = 2            # the best epoch replaces the last when better by more standard errors
 BUDGET_RESERVE_S = 45       # --minutes: seconds kept for evaluation, report and pictures
@@ -102,8 +106,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "of the first epoch sizes the schedule (0: no budget)")
     p.add_argument("--data-shape", type=int, default=PHOTO_RECIPE["data_shape"],
                    help="network input side in px")
-    p.add_argument("--mosaic-copies", type=float, default=PHOTO_RECIPE["mosaic_copies"],
-                   help="four-photo mosaics per training photo (0: train on the photos alone)")
+    p.add_argument("--mosaic-copies", type=float, default=None,
+                   help="four-photo mosaics per training photo (0: train on the photos alone; "
+                        "default: sized to the set, see mosaic_copies)")
     p.add_argument("--seed", type=int, default=PHOTO_RECIPE["seed"],
                    help="seed of the mosaics and of training (initialisation, order, augmentation)")
     p.add_argument("--train-args", default="",
@@ -114,12 +119,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "",
-                       seed: int = PHOTO_RECIPE["seed"]) -> list[str]:
-    """``train.py`` flags of the real-photo recipe (no data paths, classes, prefix or log)."""
+                       seed: int = PHOTO_RECIPE["seed"], warmup_epochs: int = 0) -> list[str]:
+    """``train.py`` flags of the real-photo recipe (no data paths, classes, prefix or log);
+    ``warmup_epochs`` 0: ``warmup_share`` of ``end_epoch``, at least one."""
     r = PHOTO_RECIPE
+    warmup = warmup_epochs or max(1, round(end_epoch * r["warmup_share"]))
     flags = ["--network", r["network"], "--data-shape", str(data_shape),
              "--batch-size", str(r["batch_size"]), "--lr", str(r["lr"]),
-             "--warmup-epochs", str(r["warmup_epochs"]), "--lr-schedule", r["lr_schedule"],
+             "--warmup-epochs", str(warmup), "--lr-schedule", r["lr_schedule"],
              "--wd", str(r["wd"]), "--freeze", "", "--pretrained", "", "--seed", str(seed),
              "--end-epoch", str(end_epoch), "--augment", r["augment"],
              "--neg-ratio", str(r["neg_ratio"]),
@@ -129,22 +136,77 @@ def recipe_train_flags(end_epoch: int, data_shape: int, anchors_file: str = "",
     return flags
 
 
-def schedule_epochs(num_train: int, mosaic_copies: float,
-                    batch_size: int = PHOTO_RECIPE["batch_size"]) -> tuple[int, str]:
-    """Epochs for a set of ``num_train`` photos, and the one-line reason.
+def mosaic_copies(num_train: int) -> tuple[float, str]:
+    """Mosaics per training photo for a set of ``num_train`` photos, and the one-line reason:
+    as many as fill an epoch to about ``epoch_images``, between ``min_copies`` and
+    ``max_copies`` (raccoon's 160 photos: 16; cards' 296: 8)."""
+    r = PHOTO_RECIPE
+    copies = min(r["max_copies"], max(r["min_copies"],
+                                      round(r["epoch_images"] / max(1, num_train)) - 1))
+    return float(copies), (f"{copies} mosaics a photo: {num_train} photos + mosaics fill an "
+                           f"epoch to about {r['epoch_images']} images "
+                           f"({r['min_copies']}-{r['max_copies']} a photo)")
 
-    At least ``min_epochs``, and at least ``min_updates`` updates (the raccoon recipe's
-    12 epochs of 160 photos + 8 mosaics each at batch 8): a smaller set trains more epochs
-    instead of fewer updates; at most ``max_epochs``.
+
+def schedule_epochs(num_train: int, copies: float,
+                    batch_size: int = PHOTO_RECIPE["batch_size"]) -> tuple[int, str]:
+    """Epochs for a set of ``num_train`` photos with ``copies`` mosaics each, and the reason.
+
+    Each photo is seen about ``views_per_photo`` times (itself and in its mosaics: cards' 8
+    mosaics a photo, 12 epochs; raccoon's 16, 7 epochs), with at least ``min_updates`` updates
+    (a smaller set trains more epochs instead of fewer updates) and at most ``max_epochs``.
+    Measured on raccoon and cards, seeds 1-3: docs/notes/RECIPE.md.
     """
     r = PHOTO_RECIPE
-    images = num_train * (1 + (mosaic_copies if num_train >= 4 else 0))
+    copies = copies if num_train >= 4 else 0
+    images = num_train * (1 + copies)
     per_epoch = max(1, int(images) // batch_size)
-    epochs = max(r["min_epochs"], math.ceil(r["min_updates"] / per_epoch))
+    epochs = max(math.ceil(r["views_per_photo"] / (1 + copies)),
+                 math.ceil(r["min_updates"] / per_epoch))
     epochs = min(epochs, r["max_epochs"])
     return epochs, (f"{num_train} photos + mosaics = {int(images)} images, {per_epoch} updates "
-                    f"an epoch: {epochs} epochs (at least {r['min_epochs']} and "
-                    f"{r['min_updates']} updates, at most {r['max_epochs']})")
+                    f"an epoch: {epochs} epochs (each photo seen about "
+                    f"{r['views_per_photo']} times, at least {r['min_updates']} updates, "
+                    f"at most {r['max_epochs']})")
+
+
+def box_side_quantile(histogram: dict[str, int], q: float) -> float:
+    """The ``q`` quantile of the box sides in a ``prepare_dataset`` histogram (bins ``"lo-hi"``
+    of sqrt(box area) / image side), linear inside its bin; 1.0 for an empty histogram."""
+    bins = sorted(((float(k.split("-")[0]), float(k.split("-")[1]), n)
+                   for k, n in histogram.items()), key=lambda b: b[0])
+    total = sum(n for _, _, n in bins)
+    if total == 0:
+        return 1.0
+    want, seen = q * total, 0
+    for lo, hi, n in bins:
+        if n and seen + n >= want:
+            return lo + (hi - lo) * (want - seen) / n
+        seen += n
+    return bins[-1][1]
+
+
+def mosaic_scale(histogram: dict[str, int], finest_anchor: float) -> tuple[float, str]:
+    """The smallest shrink of a photo in a mosaic, for a set's box sizes, and the reason.
+
+    A photo's longest side takes ``low``-1.0 of the mosaic's side, so its boxes shrink by as
+    much. The finest anchor (side ``a``, a share of the input side) still matches a square box
+    of side ``s`` <= ``a`` at IoU (s/a)^2 >= 0.5 when ``s >= a / sqrt(2)``: the smallest tenth of
+    the training boxes is kept at least that large (``low = s_min / q10``), between
+    ``MOSAIC_LOW`` (raccoon's and cards' boxes: unchanged) and 1.0. Boxes already below the
+    finest anchor in the photos are left to the fitted anchors (``min_coverage``).
+    """
+    s_min = finest_anchor / math.sqrt(2.0)
+    q10 = box_side_quantile(histogram, 0.1)
+    low = min(1.0, max(MOSAIC_LOW, s_min / max(q10, 1e-6)))
+    low = round(low, 2)
+    head = (f"mosaic scale {low:g}-1: the smallest tenth of the training boxes (side <= "
+            f"{q10:.3f} of the photo)")
+    if low > MOSAIC_LOW:
+        return low, (f"{head} would shrink below {s_min:.3f} of the input at {MOSAIC_LOW:g}, "
+                     f"the smallest box the finest anchor ({finest_anchor:g}) matches at IoU 0.5")
+    return low, (f"{head} stays above {s_min:.3f} of the input, the smallest box the finest "
+                 f"anchor ({finest_anchor:g}) matches at IoU 0.5")
 
 
 def budget_epochs(minutes: float, spent_s: float, first_epoch_s: float,
@@ -197,6 +259,14 @@ def still_rising(curve: dict[int, float], num_boxes: int) -> bool:
     return recent - before > map_noise(recent, num_boxes)
 
 
+def preset_sizes(data_shape: int) -> list[list[float]]:
+    """Anchor sizes of the recipe's network preset at ``data_shape``."""
+    from symbol.symbol_factory import PRESETS
+    presets = PRESETS[PHOTO_RECIPE["network"]]
+    return presets[data_shape]["sizes"] if data_shape in presets else \
+        next(iter(presets.values()))["sizes"]
+
+
 def resolve_layout(args: argparse.Namespace) -> PhotoLayout:
     """The data layout from DATA / --voc-root / --format and the set overrides."""
     if bool(args.data) == bool(args.voc_root):
@@ -245,13 +315,13 @@ def _pack(py: str, layout: PhotoLayout, names: list[str], work: Path) -> tuple[d
 
 
 def _train(py: str, args: argparse.Namespace, work: Path, train_rec: Path, names: list[str],
-           anchors_file: str, num_train: int, started: float) -> int:
+           anchors_file: str, num_train: int, copies: float, started: float) -> int:
     """Step 4: train.py from scratch (in two calls under --minutes); returns the epochs."""
     prefix = work / "model" / "ssd"
 
-    def train(end_epoch: int, resume: list[str]) -> None:
+    def train(end_epoch: int, resume: list[str], warmup: int = 0) -> None:
         run([py, "train.py", "--train-path", str(train_rec), "--val-path", str(work / "test.rec"),
-             *recipe_train_flags(end_epoch, args.data_shape, anchors_file, args.seed),
+             *recipe_train_flags(end_epoch, args.data_shape, anchors_file, args.seed, warmup),
              "--num-class", str(len(names)), "--class-names", ",".join(names),
              "--prefix", str(prefix), "--gpus", "", "--log", str(work / "train.log"),
              "--frequent", "20", *resume] + shlex.split(args.train_args))
@@ -259,19 +329,19 @@ def _train(py: str, args: argparse.Namespace, work: Path, train_rec: Path, names
     if args.end_epoch > 0:
         epochs, why = args.end_epoch, "--end-epoch"
     else:
-        epochs, why = schedule_epochs(num_train, args.mosaic_copies)
+        epochs, why = schedule_epochs(num_train, copies)
     if args.minutes <= 0:
         print(f"schedule: {why}", flush=True)
         train(epochs, [])
         return epochs
     begin = time.time()
-    train(1, [])
+    train(1, [], warmup=1)      # the warm-up is the first epoch: its rate is the schedule's
     first_s = time.time() - begin
     epochs = budget_epochs(args.minutes, begin - started, first_s, BUDGET_RESERVE_S)
     print(f"--minutes {args.minutes:g}: the first epoch took {first_s:.0f} s, {epochs} epochs "
           f"fill the budget (training from epoch 2 on)", flush=True)
     if epochs > 1:
-        train(epochs, ["--resume", "1"])
+        train(epochs, ["--resume", "1"], warmup=1)
     return epochs
 
 
@@ -292,13 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     train_summary, test_summary = _pack(py, layout, names, work)
     num_train, num_test = train_summary["num_listed"], test_summary["num_listed"]
-    train_rec = work / "train.rec"
-    if args.mosaic_copies > 0 and num_train < 4:
-        print(f"only {num_train} training photo(s): no mosaics (a mosaic needs 4)", flush=True)
-    elif args.mosaic_copies > 0:
-        train_rec = work / "train_mosaic.rec"
-        run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
-             "--copies", str(args.mosaic_copies), "--seed", str(args.seed), "--quiet"])
     anchors_file = str(work / "anchors.json")
     run([py, "tools/anchors.py", str(work / "train.rec"), "--network", PHOTO_RECIPE["network"],
          "--data-shape", str(args.data_shape), "--output", anchors_file])
@@ -307,10 +370,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"anchor coverage of the preset {100 * fitted['coverage_before']:.1f} %, fitted "
           f"{100 * fitted['coverage_after']:.1f} %: training with the "
           f"{'fitted' if use_fitted else 'preset'} anchors", flush=True)
+    train_rec = work / "train.rec"
+    copies = args.mosaic_copies
+    if copies is None:
+        copies, why = mosaic_copies(num_train)
+        print(why, flush=True)
+    if copies > 0 and num_train < 4:
+        print(f"only {num_train} training photo(s): no mosaics (a mosaic needs 4)", flush=True)
+        copies = 0.0
+    elif copies > 0:
+        finest = min(fitted["sizes"][0]) if use_fitted else min(preset_sizes(args.data_shape)[0])
+        low, why = mosaic_scale(train_summary.get("box_size_histogram", {}), finest)
+        print(why, flush=True)
+        train_rec = work / "train_mosaic.rec"
+        run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
+             "--copies", f"{copies:g}", "--seed", str(args.seed),
+             "--scale", str(low), "1.0", "--quiet"])
 
     train_started = time.time()
     epochs = _train(py, args, work, train_rec, names, anchors_file if use_fitted else "",
-                    num_train, started)
+                    num_train, copies, started)
     train_minutes = (time.time() - train_started) / 60.0
 
     model_prefix = f"{work / 'model' / 'ssd'}_{PHOTO_RECIPE['network']}_{args.data_shape}"
@@ -348,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                         "train_set": layout.train_set, "test_set": layout.test_set,
                         "classes": names, "train_photos": num_train, "test_photos": num_test},
                "recipe": PHOTO_RECIPE | {"end_epoch": epochs, "data_shape": args.data_shape,
-                                          "mosaic_copies": args.mosaic_copies,
+                                          "mosaic_copies": copies,
                                           "seed": args.seed, "minutes": args.minutes},
                "anchors": "fitted" if use_fitted else "preset",
                "anchor_coverage": {"preset": fitted["coverage_before"],
@@ -360,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nFinished: VOC07 mAP {map_value:.4f} on the {layout.test_set} set, {epochs} epochs, "
           f"training {train_minutes:.1f} min, total {summary['total_minutes']:.1f} min "
           f"(load average {summary['load_average_1min_at_end']}).")
+    print("Export it for onnxruntime (docs/ONNX.md):\n    " + shlex.join(
+        ["python", "deploy.py", *model_flags[:8], "--num-class", str(len(names)),
+         "--class-names", ",".join(names), *anchor_flags, "--onnx"]))
     if rising:
         print("The validation mAP was still rising at the end: train longer with\n    "
               + train_longer_command(argv if argv is not None else sys.argv[1:], args, epochs))
