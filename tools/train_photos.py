@@ -9,11 +9,12 @@ Steps (each one the project's real command-line tool, echoed as it runs):
 
 1. ``tools/prepare_dataset.py`` on the training and test sets (images packed with the longest
    side at most ``PACK_SIDE`` px; the summary lists box sizes and any image skipped, and why);
-2. ``tools/mosaic.py``: a copy of the training record with ``mosaic_copies`` four-photo mosaics
-   per photo appended (objects at half their size or less, among other photos' backgrounds);
-3. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
+2. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
    fitted to the boxes (``anchors.json``), used when the preset leaves more than 5 % of the
    training boxes without an anchor of IoU >= 0.5 (``min_coverage``);
+3. ``tools/mosaic.py``: a copy of the training record with four-photo mosaics appended, as
+   many a photo as ``mosaic_copies`` sizes to the set, each photo shrunk within
+   ``mosaic_scale`` (small boxes kept above the finest anchor);
 4. ``train.py`` with the real-photo recipe below, from scratch, for ``schedule_epochs`` (sized
    to the set) or, with ``--minutes N``, for as many epochs as the first one's rate fits in N;
 5. the epoch to keep: the last, unless validation says the best is better by more than noise
