@@ -65,10 +65,10 @@ PHOTO_RECIPE = {
     "max_epochs": 40,
     "wd": 0.0005,
     "augment": "light",     # crops keeping >= 50 % of the side, zoom-out <= 2x, colour, mirror
-    "epoch_images": 2720,   # four-photo mosaics per training photo, appended to its record
-    "min_copies": 8,        # (medium and small objects among real backgrounds: 0.80 vs 0.64),
-    "max_copies": 16,       # as many as fill an epoch to about epoch_images, 8-16: raccoon 16
-                            # seen 7 times beat 8 seen 12 times (0.815 vs 0.797); cards 8
+    "epoch_images": 2720,   # four-photo mosaics a training photo (0.80 against 0.64 without):
+    "min_copies": 8,        # as many as fill an epoch to about epoch_images, 8-16; raccoon's
+    "max_copies": 16,       # 160 photos get 16 (seen 7 times: 0.815, against 8 seen 12 times:
+                            # 0.797, seeds 1-3), cards' 296 get 8
     "neg_ratio": 6,         # hard negatives per matched anchor (the original: 3): trains the
                             # large anchors off whole-photo boxes around medium-sized objects
     "min_coverage": 0.95,   # below this share of training boxes with a positive anchor, the
