@@ -95,6 +95,24 @@ def _labelimg_subfolders(root: str) -> tuple[str, str, str] | None:
     return None
 
 
+def labelimg_set_pairs(root: str, image_set: str) -> list[tuple[str, str]]:
+    """The (photo, XML) pairs of a LabelImg set: the subfolder ``image_set`` of ``root``, or,
+    when ``root`` itself holds the photos, its ``train`` / ``test`` part (``split_pairs``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither exists.
+    """
+    folder = os.path.join(root, image_set)
+    if os.path.isdir(folder):
+        return labelimg_pairs(folder)
+    if image_set in ("train", "test") and labelimg_pairs(root):
+        return split_pairs(labelimg_pairs(root), image_set)
+    raise FileNotFoundError(f"--set {image_set!r}: no folder {folder} of photos with "
+                            f"their LabelImg XML (nor photos + XML in {root} to split)")
+
+
 class LabelImgFolder(PascalVoc):
     """Photos and their LabelImg XML side by side in one folder.
 
@@ -116,17 +134,10 @@ class LabelImgFolder(PascalVoc):
                  seed: int | None = None) -> None:
         Imdb.__init__(self, f"labelimg_{image_set.replace('/', '_')}",
                       load_class_names(class_names))
-        folder = os.path.join(root, image_set)
-        if os.path.isdir(folder):
-            pairs = labelimg_pairs(folder)
-        elif image_set in ("train", "test") and labelimg_pairs(root):
-            pairs = split_pairs(labelimg_pairs(root), image_set)
-        else:
-            raise FileNotFoundError(f"--set {image_set!r}: no folder {folder} of photos with "
-                                    f"their LabelImg XML (nor photos + XML in {root} to split)")
+        pairs = labelimg_set_pairs(root, image_set)
         if not pairs:
-            raise ValueError(f"{folder}: no photo with an XML of the same name (LabelImg "
-                             "writes IMG_1.xml beside IMG_1.jpg)")
+            raise ValueError(f"{os.path.join(root, image_set)}: no photo with an XML of the "
+                             "same name (LabelImg writes IMG_1.xml beside IMG_1.jpg)")
         if shuffle:
             pairs = [pairs[i] for i in np.random.default_rng(seed).permutation(len(pairs))]
         self.image_set_index = [os.path.splitext(os.path.basename(p))[0] for p, _ in pairs]
@@ -291,10 +302,7 @@ def _set_xml_files(layout: PhotoLayout, image_set: str) -> list[str]:
         with open(os.path.join(voc, "ImageSets", "Main", image_set + ".txt")) as f:
             ids = [ln.split()[0] for ln in f if ln.strip()]
         return [os.path.join(voc, "Annotations", i + ".xml") for i in ids]
-    folder = os.path.join(layout.root, image_set)
-    pairs = labelimg_pairs(folder) if os.path.isdir(folder) else split_pairs(
-        labelimg_pairs(layout.root), image_set)
-    return [x for _, x in pairs]
+    return [x for _, x in labelimg_set_pairs(layout.root, image_set)]
 
 
 def data_class_names(layout: PhotoLayout) -> list[str]:

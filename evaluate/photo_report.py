@@ -14,26 +14,23 @@ IoU >= ``iou_thresh`` (the operating point of ``demo.py --thresh``). Labels: (M,
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from checkpoint import atomic_write
+from symbol.anchors import box_iou
+
 # size bands (upper edges, fraction of the photo side): small, medium, large
 SIZE_BANDS = (("small", 0.2), ("medium", 0.4), ("large", float("inf")))
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of (N, 4) and (K, 4) ``[x1, y1, x2, y2]`` boxes: (N, K)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+def ground_truth(label: np.ndarray) -> np.ndarray:
+    """The boxes of a photo's label that count: padding rows and difficult boxes left out."""
+    gt = label[label[:, 0] >= 0]
+    return gt[gt[:, 5] <= 0] if gt.shape[1] > 5 else gt
 
 
 def size_band(box: np.ndarray) -> str:
@@ -48,9 +45,7 @@ def match_photo(label: np.ndarray, dets: np.ndarray, iou_thresh: float = 0.5,
 
     Each detection finds at most one box (greedy by score); difficult boxes are left out.
     """
-    gt = label[label[:, 0] >= 0]
-    if gt.shape[1] > 5:
-        gt = gt[gt[:, 5] <= 0]
+    gt = ground_truth(label)
     dets = dets[(dets[:, 0] >= 0) & (dets[:, 1] >= score_thresh)]
     dets = dets[np.argsort(-dets[:, 1], kind="stable")]
     overlap = box_iou(gt[:, 1:5], dets[:, 2:6]) if len(gt) and len(dets) else np.zeros((len(gt), 0))
@@ -89,9 +84,7 @@ def analyse(labels: Sequence[np.ndarray], detections: Sequence[np.ndarray],
     missed_per_photo = []
     found = boxes = 0
     for label, dets in zip(labels, detections):
-        gt = label[label[:, 0] >= 0]
-        if gt.shape[1] > 5:
-            gt = gt[gt[:, 5] <= 0]
+        gt = ground_truth(label)
         outcome = match_photo(label, dets, iou_thresh, score_thresh)
         missed = 0
         for row, (cls, what, other) in zip(gt, outcome):
@@ -186,8 +179,5 @@ def worst_best_picture(images: Sequence[np.ndarray], labels: Sequence[np.ndarray
     ok, encoded = cv2.imencode(".jpg", np.concatenate(rows, axis=0))
     if not ok:
         raise ValueError(f"cannot encode the picture for {output_path}")
-    tmp = output_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(encoded.tobytes())
-    os.replace(tmp, output_path)
+    atomic_write(output_path, lambda tmp: encoded.tofile(tmp))
     return output_path

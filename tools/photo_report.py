@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 if __package__ in (None, ""):       # run by path: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
@@ -31,7 +32,9 @@ setup_threads()
 from config.mxnet_compat import mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from checkpoint import atomic_write  # noqa: E402
 from dataset.imdb import load_class_names  # noqa: E402
+from evaluate import add_anchors_arg  # noqa: E402
 from evaluate.photo_report import (analyse, format_report, pick_worst_best,  # noqa: E402
                                    worst_best_picture)
 
@@ -46,7 +49,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", required=True, help="checkpoint prefix (as evaluate.py)")
     p.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
     p.add_argument("--class-names", required=True, help="comma list or file")
-    p.add_argument("--anchors", default="", help="anchor file the model was trained with")
+    add_anchors_arg(p)
     p.add_argument("--cpu", action="store_true", help="run on CPU (the only choice here)")
     p.add_argument("--score-thresh", type=float, default=0.5,
                    help="a detection counts from this score (demo.py --thresh)")
@@ -145,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"class_ap": class_ap, "worst": worst, "best": best, "confusions": confusions}
     report.update({k: analysis[k] for k in ("bands", "missed_per_photo", "found", "boxes")})
     for name, content in (("report.txt", text + "\n"), ("report.json", json.dumps(report, indent=2))):
-        tmp = os.path.join(args.output_dir, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(content)
-        os.replace(tmp, os.path.join(args.output_dir, name))
+        atomic_write(os.path.join(args.output_dir, name),
+                     lambda tmp, content=content: Path(tmp).write_text(content))
     return 0
 
 

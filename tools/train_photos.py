@@ -260,14 +260,6 @@ def still_rising(curve: dict[int, float], num_boxes: int) -> bool:
     return recent - before > map_noise(recent, num_boxes)
 
 
-def preset_sizes(data_shape: int) -> list[list[float]]:
-    """Anchor sizes of the recipe's network preset at ``data_shape``."""
-    from symbol.symbol_factory import PRESETS
-    presets = PRESETS[PHOTO_RECIPE["network"]]
-    return presets[data_shape]["sizes"] if data_shape in presets else \
-        next(iter(presets.values()))["sizes"]
-
-
 def resolve_layout(args: argparse.Namespace) -> PhotoLayout:
     """The data layout from DATA / --voc-root / --format and the set overrides."""
     if bool(args.data) == bool(args.voc_root):
@@ -380,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"only {num_train} training photo(s): no mosaics (a mosaic needs 4)", flush=True)
         copies = 0.0
     elif copies > 0:
-        finest = min(fitted["sizes"][0]) if use_fitted else min(preset_sizes(args.data_shape)[0])
+        if use_fitted:
+            finest = min(fitted["sizes"][0])
+        else:
+            from symbol.symbol_factory import get_config   # imports MXNet: only here
+            finest = min(get_config(PHOTO_RECIPE["network"], args.data_shape)["sizes"][0])
         low, why = mosaic_scale(train_summary.get("box_size_histogram", {}), finest)
         print(why, flush=True)
         train_rec = work / "train_mosaic.rec"
