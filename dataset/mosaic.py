@@ -9,9 +9,11 @@ quadrant, so objects appear at half their size or less, beside other photos' bac
 and partly cut. Zooming out onto a flat canvas (``--augment`` zoom-out) shrinks them too but
 gives the network an easy, empty background; mosaics did what zoom-out did not (RECIPE.md).
 
-The mosaics are made once, before training, and appended to a copy of the training record
-(the originals first, byte for byte), so the C++ iterator's crops, flips and colour jitter
-still apply on top of them, and ``train.py`` reads the file like any other record.
+The mosaics are made once, before training, and written with the training record's photos
+(byte for byte) into a new record, the photos at random places among the mosaics, so that
+every part of the file holds its share of whole photos (the iterator shuffles parts of the
+file, ``dataset/iterator.py``); the C++ iterator's crops, flips and colour jitter still apply
+on top, and ``train.py`` reads the file like any other record.
 
 Box rules: a box keeps its clipped part when at least ``min_visible`` of its area is inside
 its photo's quadrant; a box cut more than that is dropped (its object is then mostly gone); a
@@ -36,10 +38,11 @@ class MosaicReport:
 
     out_rec: str
     num_photos: int          # records copied from the source
-    num_mosaics: int         # mosaics appended
+    num_mosaics: int         # mosaics written among them
     boxes_kept: int          # boxes (whole or clipped) in the mosaics
     boxes_dropped: int       # boxes cut to less than min_visible of their area
     side: int                # mosaic side in px
+    first_key: int = 0       # record key of the first mosaic (the photos keep theirs, below)
 
 
 def _quadrant(q: int, cx: int, cy: int, side: int) -> tuple[int, int, int, int]:
@@ -170,7 +173,8 @@ def read_photo(reader, rec_path: str, key: int) -> tuple[np.ndarray, np.ndarray]
 def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int = 1,
                      scale: tuple[float, float] = (0.5, 1.0), min_visible: float = 0.5,
                      side: int = 0, quality: int = 95, progress: bool = True) -> MosaicReport:
-    """Copy ``src_rec`` to ``out_rec`` (+ ``.idx``) and append ``copies`` x N mosaics.
+    """Write ``src_rec``'s N records and ``copies`` x N mosaics to ``out_rec`` (+ ``.idx``),
+    the records at random places among the mosaics (keys kept; mosaics numbered after them).
 
     Parameters
     ----------
@@ -216,11 +220,17 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
     try:
         if side <= 0:
             side = max(max(read_photo(reader, src_rec, k)[0].shape[:2]) for k in keys[:64])
+        # True: an original, False: a mosaic (its own stream: a seed gives the same mosaics)
+        slots = np.zeros(len(keys) + num_mosaics, dtype=bool)
+        slots[np.random.default_rng([seed, 1]).choice(len(slots), len(keys), replace=False)] = True
+        originals = iter(keys)
         with record_writer(out_rec) as writer:
-            for key in keys:                        # the originals, as stored
-                writer.write_idx(key, reader.read_idx(key))
             next_key = max(keys) + 1
-            for _ in tqdm(range(num_mosaics), desc="mosaics", unit="img", disable=not progress):
+            for slot in tqdm(slots, desc="photos + mosaics", unit="img", disable=not progress):
+                if slot:                            # an original, as stored
+                    key = next(originals)
+                    writer.write_idx(key, reader.read_idx(key))
+                    continue
                 chosen = rng.choice(len(keys), size=4, replace=False)
                 photos = [read_photo(reader, src_rec, keys[i]) for i in chosen]
                 image, boxes, lost = make_mosaic(photos, rng, side, scale, min_visible)
@@ -238,4 +248,4 @@ def write_mosaic_rec(src_rec: str, out_rec: str, copies: float = 2.0, seed: int 
         reader.close()
     logger.info("%s: %d photos + %d mosaics of %d px (boxes kept %d, dropped %d)",
                 out_rec, len(keys), written, side, kept, dropped)
-    return MosaicReport(out_rec, len(keys), written, kept, dropped, side)
+    return MosaicReport(out_rec, len(keys), written, kept, dropped, side, max(keys) + 1)

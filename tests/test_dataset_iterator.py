@@ -173,3 +173,43 @@ def test_read_ahead_passes_the_end_of_the_pass_and_errors(synth_data, monkeypatc
     batch.read_ahead()
     with pytest.raises(RuntimeError, match="reader thread"):
         it.next()
+
+
+def _noise_record(tmp_path, count, side=200):
+    """A record of ``count`` photos of noise (about 48 KB each at 200 px), one box each."""
+    from config.mxnet_compat import mx
+
+    rec = str(tmp_path / "noise.rec")
+    image = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    writer = mx.recordio.MXIndexedRecordIO(rec[:-4] + ".idx", rec, "w")
+    for i in range(count):
+        label = np.array([2, 6, 0, 0.1, 0.1, 0.9, 0.9, 0], np.float32)
+        writer.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, label, i, 0), image,
+                                                 quality=95))
+    writer.close()
+    return rec
+
+
+def test_shuffling_reaches_the_whole_file_each_epoch(tmp_path):
+    # 240 photos of ~48 KB: MXNet alone reads 8 MB (~170 photos) at a time, front to back, so
+    # every epoch would begin among the first 170; read as parts in a new order each epoch
+    from config.config import train_augmentation
+
+    rec = _noise_record(tmp_path, 240)
+    it = DetRecordIter(rec, 8, 32, **train_augmentation("none"))
+    firsts, orders = [], []
+    for _ in range(4):
+        ids = [int(i) for b in it for i in b.index[:8 - b.pad]]
+        assert sorted(ids) == list(range(240))          # each photo once an epoch
+        firsts.append(ids[:24])
+        orders.append(ids)
+        it.reset()
+    assert any(max(first) >= 170 for first in firsts), firsts
+    assert len({tuple(o) for o in orders}) == 4
+    # two shards still split the file between them
+    seen = []
+    for part in range(2):
+        shard = DetRecordIter(rec, 8, 32, num_parts=2, part_index=part,
+                              **train_augmentation("none"))
+        seen += [int(i) for b in shard for i in b.index[:8 - b.pad]]
+    assert sorted(seen) == list(range(240))

@@ -73,23 +73,38 @@ def _digest(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def test_record_keeps_the_photos_and_appends_mosaics(synth_data, tmp_path):
+def _raw_records(rec):
+    """``[(key, bytes)]`` of a record in file order."""
+    from config.mxnet_compat import mx
+
+    reader = mx.recordio.MXIndexedRecordIO(rec[:-4] + ".idx", rec, "r")
+    try:
+        return [(key, reader.read_idx(key)) for key, _ in read_idx(rec[:-4] + ".idx")]
+    finally:
+        reader.close()
+
+
+def test_record_keeps_the_photos_among_the_mosaics(synth_data, tmp_path):
     out = str(tmp_path / "mosaic.rec")
     report = write_mosaic_rec(synth_data.train_rec, out, copies=1.5, seed=4, progress=False)
-    source = read_labels(synth_data.train_rec)
-    labels = read_labels(out)
+    source = _raw_records(synth_data.train_rec)
+    records = _raw_records(out)
     assert report.num_photos == len(source) == synth_data.num_train
     assert 0.9 * 1.5 * len(source) <= report.num_mosaics <= 1.5 * len(source)
-    assert len(labels) == len(source) + report.num_mosaics
-    for a, b in zip(source, labels):            # the photos first, labels unchanged
-        np.testing.assert_array_equal(a, b)
-    mosaics = labels[len(source):]
+    assert len(records) == len(source) + report.num_mosaics
+    keys = [k for k, _ in records]
+    assert len(set(keys)) == len(keys)
+    # the photos byte for byte, in their order, spread over the file (not all in front)
+    source_keys = {k for k, _ in source}
+    at = [i for i, (k, _) in enumerate(records) if k in source_keys]
+    assert [records[i] for i in at] == source
+    assert at[-1] - at[0] > len(records) / 2 and at != list(range(len(source)))
+    labels = read_labels(out)
+    mosaics = [labels[i] for i in range(len(records)) if i not in set(at)]
     assert sum(len(m) for m in mosaics) == report.boxes_kept
     assert all(len(m) and (m[:, 1:5] >= 0).all() and (m[:, 1:5] <= 1).all() for m in mosaics)
     assert all((m[:, 3] > m[:, 1]).all() and (m[:, 4] > m[:, 2]).all() for m in mosaics)
     assert scan_labels(out).object_width == scan_labels(synth_data.train_rec).object_width
-    keys = [k for k, _ in read_idx(out[:-4] + ".idx")]
-    assert len(set(keys)) == len(keys)
     # the same seed writes the same file; another seed another one
     again = str(tmp_path / "again.rec")
     write_mosaic_rec(synth_data.train_rec, again, copies=1.5, seed=4, progress=False)

@@ -304,10 +304,13 @@ def test_train_photos_on_one_labelimg_folder_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, "tools/train_photos.py", str(tmp_path / "photos"), "--workdir",
          str(work), "--end-epoch", "2", "--data-shape", "128", "--mosaic-copies", "1",
-         "--train-args", "--batch-size 4"],
+         "--pack-side", "128", "--mosaic-min-visible", "0.6", "--train-args", "--batch-size 4"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "classes from the data (2): cat, dog" in proc.stdout
+    # the photos packed at most 128 px a side (160 x 120 here), the mosaics as large
+    assert proc.stdout.count("--resize 128") == 2 and "--min-visible 0.6" in proc.stdout
+    assert "mosaics of 128 px" in proc.stdout
     assert "12 train / 3 test" in proc.stdout
     assert (work / "model" / "class_names.txt").read_text() == "cat\ndog\n"
     summary = json.loads((work / "photos_summary.json").read_text())

@@ -50,8 +50,9 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def draw_preview(rec_path: str, first: int, path: str, count: int = 4) -> None:
-    """Draw records ``first .. first + count - 1`` of ``rec_path`` with their boxes, 2 a row."""
+def draw_preview(rec_path: str, first_key: int, path: str, count: int = 4) -> None:
+    """Draw the first ``count`` records of ``rec_path`` keyed ``first_key`` or above (the
+    mosaics) with their boxes, 2 a row."""
     import cv2
     from config.mxnet_compat import mx
     import numpy as np
@@ -60,7 +61,7 @@ def draw_preview(rec_path: str, first: int, path: str, count: int = 4) -> None:
     from dataset.recordio_utils import check_rec, read_idx
 
     idx_path = check_rec(rec_path)
-    keys = [key for key, _ in read_idx(idx_path)][first:first + count]
+    keys = [key for key, _ in read_idx(idx_path) if key >= first_key][:count]
     reader = mx.recordio.MXIndexedRecordIO(idx_path, rec_path, "r")
     tiles = []
     try:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                   scale=tuple(args.scale), min_visible=args.min_visible,
                                   side=args.side, progress=not args.quiet)
         if args.preview and report.num_mosaics:
-            draw_preview(report.out_rec, report.num_photos, args.preview)
+            draw_preview(report.out_rec, report.first_key, args.preview)
     except RecordWriteError as err:               # disk full, file size limit, I/O error
         print(f"error: {explain_write_failure(err.path, err.cause, err.written)}",
               file=sys.stderr)

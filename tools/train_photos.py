@@ -76,6 +76,7 @@ PHOTO_RECIPE = {
     "average_epochs": 1,    # 1: the last epoch's weights (averaging the last 5 scored lower)
     "seed": 1,
 }
+MOSAIC_MIN_VISIBLE = 0.5   # a box cut by its mosaic quadrant is kept when this share shows
 MOSAIC_LOW = 0.5            # the mosaics' smallest shrink of a photo (raccoon's measured range)
 PACK_SIDE = 320             # longest side of the packed photos (crops then still have detail)
 NOISE_SIGMAS = 2            # the best epoch replaces the last when better by more standard errors
@@ -107,9 +108,14 @@ def get_parser() -> argparse.ArgumentParser:
                         "of the first epoch sizes the schedule (0: no budget)")
     p.add_argument("--data-shape", type=int, default=PHOTO_RECIPE["data_shape"],
                    help="network input side in px")
+    p.add_argument("--pack-side", type=int, default=PACK_SIDE,
+                   help="longest side in px of the packed photos (and of the mosaics)")
     p.add_argument("--mosaic-copies", type=float, default=None,
                    help="four-photo mosaics per training photo (0: train on the photos alone; "
                         "default: sized to the set, see mosaic_copies)")
+    p.add_argument("--mosaic-min-visible", type=float, default=MOSAIC_MIN_VISIBLE,
+                   help="a box cut by its mosaic quadrant is kept when this share of its area "
+                        "shows (else dropped)")
     p.add_argument("--seed", type=int, default=PHOTO_RECIPE["seed"],
                    help="seed of the mosaics and of training (initialisation, order, augmentation)")
     p.add_argument("--train-args", default="",
@@ -297,9 +303,10 @@ def keep_checkpoint(prefix: str, best_epoch: int, kept_prefix: str) -> None:
     os.replace(target + ".tmp", target)
 
 
-def _pack(py: str, layout: PhotoLayout, names: list[str], work: Path) -> tuple[dict, dict]:
+def _pack(py: str, layout: PhotoLayout, names: list[str], work: Path,
+          pack_side: int = PACK_SIDE) -> tuple[dict, dict]:
     """Steps 1: the training and test records; returns their summaries."""
-    common = ["--class-names", ",".join(names), "--resize", str(PACK_SIDE)]
+    common = ["--class-names", ",".join(names), "--resize", str(pack_side)]
     for part, image_set in (("train", layout.train_set), ("test", layout.test_set)):
         run([py, "tools/prepare_dataset.py", *layout.prepare_dataset_args(image_set), *common,
              *(["--no-shuffle"] if part == "test" else []), "--target", str(work / f"{part}.lst"),
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(work / "model" / "class_names.txt", "\n".join(names) + "\n")
     py = sys.executable
     started = time.time()
-    train_summary, test_summary = _pack(py, layout, names, work)
+    train_summary, test_summary = _pack(py, layout, names, work, args.pack_side)
     num_train, num_test = train_summary["num_listed"], test_summary["num_listed"]
     anchors_file = str(work / "anchors.json")
     run([py, "tools/anchors.py", str(work / "train.rec"), "--network", PHOTO_RECIPE["network"],
@@ -382,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         train_rec = work / "train_mosaic.rec"
         run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
              "--copies", f"{copies:g}", "--seed", str(args.seed),
-             "--scale", str(low), "1.0", "--quiet"])
+             "--scale", str(low), "1.0", "--min-visible", f"{args.mosaic_min_visible:g}",
+             "--quiet"])
 
     train_started = time.time()
     epochs = _train(py, args, work, train_rec, names, anchors_file if use_fitted else "",
