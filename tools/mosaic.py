@@ -1,9 +1,10 @@
-"""Append four-photo mosaics to a copy of a training record (small sets of real photos).
+"""Add four-photo mosaics to a new copy of a training record (small sets of real photos).
 
 Each mosaic shows four training photos, shrunk and cut around a random centre point, so the
 network sees more medium and small objects among real backgrounds (``dataset/mosaic.py``
 explains the rules; docs/RECIPE.md the runs that chose it). The output holds the source
-records first, unchanged, then the mosaics; train on it with ``train.py --train-path``.
+records, unchanged, at random places among the mosaics; train on it with
+``train.py --train-path``.
 Example (the real-photo recipe, ``tools/train_photos.py``, runs this step)::
 
     python tools/mosaic.py output/photos/train.rec --output output/photos/train_mosaic.rec \\

@@ -12,8 +12,8 @@ Steps (each one the project's real command-line tool, echoed as it runs):
 2. ``tools/anchors.py`` on the training record: the anchor coverage of the preset, and anchors
    fitted to the boxes (``anchors.json``), used when the preset leaves more than 5 % of the
    training boxes without an anchor of IoU >= 0.5 (``min_coverage``);
-3. ``tools/mosaic.py``: a copy of the training record with four-photo mosaics appended, as
-   many a photo as ``mosaic_copies`` sizes to the set, each photo shrunk within
+3. ``tools/mosaic.py``: a copy of the training record with four-photo mosaics among its
+   photos, as many a photo as ``mosaic_copies`` sizes to the set, each photo shrunk within
    ``mosaic_scale`` (small boxes kept above the finest anchor);
 4. ``train.py`` with the real-photo recipe below, from scratch, for ``schedule_epochs`` (sized
    to the set) or, with ``--minutes N``, for as many epochs as the first one's rate fits in N;
