@@ -178,15 +178,15 @@ def test_read_ahead_passes_the_end_of_the_pass_and_errors(synth_data, monkeypatc
 def _noise_record(tmp_path, count, side=200):
     """A record of ``count`` photos of noise (about 48 KB each at 200 px), one box each."""
     from config.mxnet_compat import mx
+    from dataset.recordio_utils import record_writer
 
     rec = str(tmp_path / "noise.rec")
     image = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
-    writer = mx.recordio.MXIndexedRecordIO(rec[:-4] + ".idx", rec, "w")
-    for i in range(count):
-        label = np.array([2, 6, 0, 0.1, 0.1, 0.9, 0.9, 0], np.float32)
-        writer.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, label, i, 0), image,
-                                                 quality=95))
-    writer.close()
+    label = np.array([2, 6, 0, 0.1, 0.1, 0.9, 0.9, 0], np.float32)
+    with record_writer(rec) as writer:
+        for i in range(count):
+            writer.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, label, i, 0), image,
+                                                     quality=95))
     return rec
 
 

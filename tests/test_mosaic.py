@@ -100,7 +100,8 @@ def test_record_keeps_the_photos_among_the_mosaics(synth_data, tmp_path):
     assert [records[i] for i in at] == source
     assert at[-1] - at[0] > len(records) / 2 and at != list(range(len(source)))
     labels = read_labels(out)
-    mosaics = [labels[i] for i in range(len(records)) if i not in set(at)]
+    photos_at = set(at)
+    mosaics = [labels[i] for i in range(len(records)) if i not in photos_at]
     assert sum(len(m) for m in mosaics) == report.boxes_kept
     assert all(len(m) and (m[:, 1:5] >= 0).all() and (m[:, 1:5] <= 1).all() for m in mosaics)
     assert all((m[:, 3] > m[:, 1]).all() and (m[:, 4] > m[:, 2]).all() for m in mosaics)

@@ -76,7 +76,6 @@ PHOTO_RECIPE = {
     "average_epochs": 1,    # 1: the last epoch's weights (averaging the last 5 scored lower)
     "seed": 1,
 }
-MOSAIC_MIN_VISIBLE = 0.5   # a box cut by its mosaic quadrant is kept when this share shows
 MOSAIC_LOW = 0.5            # the mosaics' smallest shrink of a photo (raccoon's measured range)
 PACK_SIDE = 320             # longest side of the packed photos (crops then still have detail)
 NOISE_SIGMAS = 2            # the best epoch replaces the last when better by more standard errors
@@ -113,9 +112,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--mosaic-copies", type=float, default=None,
                    help="four-photo mosaics per training photo (0: train on the photos alone; "
                         "default: sized to the set, see mosaic_copies)")
-    p.add_argument("--mosaic-min-visible", type=float, default=MOSAIC_MIN_VISIBLE,
+    p.add_argument("--mosaic-min-visible", type=float, default=None,
                    help="a box cut by its mosaic quadrant is kept when this share of its area "
-                        "shows (else dropped)")
+                        "shows, else dropped (default: tools/mosaic.py's --min-visible)")
     p.add_argument("--seed", type=int, default=PHOTO_RECIPE["seed"],
                    help="seed of the mosaics and of training (initialisation, order, augmentation)")
     p.add_argument("--train-args", default="",
@@ -389,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         train_rec = work / "train_mosaic.rec"
         run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
              "--copies", f"{copies:g}", "--seed", str(args.seed),
-             "--scale", str(low), "1.0", "--min-visible", f"{args.mosaic_min_visible:g}",
-             "--quiet"])
+             "--scale", str(low), "1.0", "--quiet",
+             *([] if args.mosaic_min_visible is None
+               else ["--min-visible", f"{args.mosaic_min_visible:g}"])])
 
     train_started = time.time()
     epochs = _train(py, args, work, train_rec, names, anchors_file if use_fitted else "",
