@@ -18,7 +18,7 @@ import sys
 import time
 
 from config.runtime import setup_threads
-from evaluate import add_anchors_arg, add_mean_args
+from evaluate import add_anchors_arg, add_flip_test_arg, add_mean_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_IMAGES = os.path.join(".", "data", "demo", "dog.jpg")   # the original's demo picture
@@ -64,6 +64,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-frames", dest="camera_frames", type=int, default=100,
                         help="frames to process in camera mode (default 100)")
     add_anchors_arg(parser)
+    add_flip_test_arg(parser)
     parser.add_argument("--onnx", default="",
                         help="detect with this deploy.py --onnx file in onnxruntime instead of "
                              "the checkpoint (its own mean and NMS; default none)")
@@ -164,7 +165,7 @@ def build_detector(args, num_classes: int):
     anchors = load_anchor_file(args.anchors) if args.anchors else None
     symbol = None if args.deploy_net else load_inference_symbol(
         args.network, data_shape, num_classes, prefix, args.nms_thresh, args.force_nms, 400,
-        deploy_net=False, anchors=anchors)
+        deploy_net=False, anchors=anchors, flip_test=args.flip_test)
     logging.info("checkpoint %s-%04d.params, force_suppress=%s", prefix, args.epoch, args.force_nms)
     return Detector(symbol, prefix, args.epoch, data_shape,
                     parse_mean(args.mean_r, args.mean_g, args.mean_b), args.batch_size, ctx)
@@ -246,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from evaluate import parse_class_names
     try:
+        if args.flip_test and (args.deploy_net or args.onnx):
+            raise ValueError(f"--flip-test rebuilds the graph from --network; the graph of "
+                             f"{'--onnx' if args.onnx else '--deploy'} keeps what deploy.py "
+                             "gave it (deploy.py --flip-test): leave --flip-test out")
         if args.onnx:
             detector = build_onnx_detector(args, len(parse_class_names(args.class_names))
                                            if args.class_names else None)

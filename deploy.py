@@ -22,7 +22,7 @@ setup_threads()
 from config.mxnet_compat import mx  # noqa: E402  (after setup_threads)
 
 from checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
-from evaluate import (VOC_CLASSES, add_anchors_arg, add_mean_args,  # noqa: E402
+from evaluate import (VOC_CLASSES, add_anchors_arg, add_flip_test_arg, add_mean_args,  # noqa: E402
                       parse_class_names, parse_mean)
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
 
@@ -52,6 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topk", dest="nms_topk", type=int, default=400,
                         help="keep the top k detections before NMS (default: 400)")
     add_anchors_arg(parser)
+    add_flip_test_arg(parser)
     parser.add_argument("--onnx", action="store_true",
                         help="also write <deploy prefix>-<epoch>.onnx for onnxruntime: RGB "
                              "0-255 in, detections out (docs/ONNX.md)")
@@ -111,7 +112,7 @@ def _save_atomically(save_prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_pa
 
 def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_classes: int,
                nms_thresh: float = 0.5, force_nms: bool = True, nms_topk: int = 400,
-               anchors: dict | None = None) -> tuple[str, str]:
+               anchors: dict | None = None, flip_test: bool = False) -> tuple[str, str]:
     """Convert ``prefix``'s checkpoint of ``epoch`` to an inference checkpoint.
 
     Parameters
@@ -126,6 +127,9 @@ def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_class
         MultiBoxDetection settings stored in the new symbol.
     anchors : dict, optional
         ``sizes`` / ``ratios`` overrides the model was trained with (``train.py --anchors``).
+    flip_test : bool
+        The graph averages every image's predictions with its mirror's (``--flip-test``):
+        the same parameters, twice the compute, carried into ``--onnx``.
 
     Returns
     -------
@@ -138,7 +142,8 @@ def deploy_net(network: str, epoch: int, prefix: str, data_shape: int, num_class
                                 f"--epoch {epoch})")
     side = data_side(data_shape)
     net = get_symbol(network, side, num_classes, nms_thresh=nms_thresh,
-                     force_suppress=force_nms, nms_topk=nms_topk, **(anchors or {}))
+                     force_suppress=force_nms, nms_topk=nms_topk, flip_test=flip_test,
+                     **(anchors or {}))
     saved = load_param_file(params_path, f"--prefix {prefix} --epoch {epoch}")
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
@@ -196,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_path, params_path = deploy_net(args.network, args.epoch, prefix, args.data_shape,
                                             args.num_classes, nms_thresh=args.nms_thresh,
                                             force_nms=args.force_nms, nms_topk=args.nms_topk,
-                                            anchors=anchors)
+                                            anchors=anchors, flip_test=args.flip_test)
         onnx_path = (export_deploy_onnx(args.network, args.epoch, deploy_prefix(prefix),
                                         args.data_shape, class_names, mean)
                      if args.onnx else "")

@@ -19,7 +19,7 @@ import sys
 
 from config.runtime import setup_threads
 from dataset.record_check import add_bad_records_arg
-from evaluate import add_anchors_arg, add_mean_args
+from evaluate import add_anchors_arg, add_flip_test_arg, add_mean_args
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -68,6 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", choices=("voc", "coco"), default="voc",
                         help="voc: mAP only; coco: also AP@[.5:.95], AP50, AP75 (default voc)")
     add_anchors_arg(parser)
+    add_flip_test_arg(parser)
     parser.add_argument("--onnx", default="",
                         help="score this deploy.py --onnx file with onnxruntime instead of the "
                              "checkpoint (its own mean and NMS settings; default none)")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                deploy_net=args.deploy_net, metric=args.metric,
                                output_dir=args.output_dir or None, nms_topk=args.nms_topk,
                                anchors=load_anchor_file(args.anchors) if args.anchors else None,
-                               onnx_path=args.onnx or None)
+                               onnx_path=args.onnx or None, flip_test=args.flip_test)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -28,6 +28,14 @@ def add_anchors_arg(parser) -> None:
                              "(train.py --anchors FILE; default: the preset's)")
 
 
+def add_flip_test_arg(parser) -> None:
+    """Add ``--flip-test``: average each image's predictions with its left-right mirror's."""
+    parser.add_argument("--flip-test", dest="flip_test", action="store_true",
+                        help="detect on each image and its left-right mirror and average the "
+                             "two in the graph (twice the compute; anchors that mirror onto "
+                             "each other: not the vgg16_reduced presets; default off)")
+
+
 def add_mean_args(parser) -> None:
     """Add ``--mean-r/-g/-b`` (the RGB mean subtracted, reference defaults 123/117/104)."""
     for flag, colour, default in (("--mean-r", "red", 123), ("--mean-g", "green", 117),

@@ -347,7 +347,8 @@ class VOC07MApMetric(MApMetric):
 
 def describe_protocol(voc07_metric: bool, ovp_thresh: float, use_difficult: bool,
                       nms_thresh: float, nms_topk: int, data_shape, num_images: int,
-                      force_suppress: bool = False, metric: str = "voc") -> str:
+                      force_suppress: bool = False, metric: str = "voc",
+                      flip_test: bool = False) -> str:
     """One line stating how a result was obtained, printed with every mAP.
 
     Parameters
@@ -366,6 +367,8 @@ def describe_protocol(voc07_metric: bool, ovp_thresh: float, use_difficult: bool
         Images actually scored (padded images excluded).
     metric : str
         ``'voc'`` or ``'coco'``.
+    flip_test : bool
+        Every image's predictions averaged with its mirror's (``--flip-test``).
 
     Returns
     -------
@@ -385,4 +388,5 @@ def describe_protocol(voc07_metric: bool, ovp_thresh: float, use_difficult: bool
         shape_text = f"{hw[0]}x{hw[1]}"
     suppress = "all classes" if force_suppress else "per class"
     return (f"protocol: {ap_text}, {difficult}, NMS {nms_thresh:g} (top-k {nms_topk}, "
-            f"{suppress}), input {shape_text}, {num_images} images")
+            f"{suppress}), input {shape_text}{' + its mirror' if flip_test else ''}, "
+            f"{num_images} images")

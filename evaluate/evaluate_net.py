@@ -18,6 +18,7 @@ import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
 from checkpoint import atomic_write, load_arg_aux, load_symbol_file
+from symbol.common import has_flip_test
 
 logger = logging.getLogger(__name__)
 
@@ -216,17 +217,20 @@ def build_metric(num_classes: int, class_names: Sequence[str] | None, ovp_thresh
 
 def load_inference_symbol(network: str, data_shape: tuple[int, int], num_classes: int,
                           model_prefix: str, nms_thresh: float, force_nms: bool, nms_topk: int,
-                          deploy_net: bool, anchors: dict | None = None) -> mx.sym.Symbol:
+                          deploy_net: bool, anchors: dict | None = None,
+                          flip_test: bool = False) -> mx.sym.Symbol:
     """The detection graph: rebuilt from the preset, or the checkpoint's own with ``deploy_net``.
 
-    ``anchors``: ``sizes`` / ``ratios`` overrides of the preset (``train.py --anchors``).
+    ``anchors``: ``sizes`` / ``ratios`` overrides of the preset (``train.py --anchors``);
+    ``flip_test``: each image's predictions averaged with its mirror's (``get_symbol``).
     """
     if deploy_net:
         return load_symbol_file(f"{model_prefix}-symbol.json", "--deploy")
     from symbol.symbol_factory import get_symbol
     side = data_shape[0] if data_shape[0] == data_shape[1] else data_shape
     return get_symbol(network, side, num_classes, nms_thresh=nms_thresh,
-                      force_suppress=force_nms, nms_topk=nms_topk, **(anchors or {}))
+                      force_suppress=force_nms, nms_topk=nms_topk, flip_test=flip_test,
+                      **(anchors or {}))
 
 
 def _fit_batch_size(batch_size: int, path_imgrec: str, path_imglist: str,
@@ -254,7 +258,8 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
                  class_names: Sequence[str] | None = None, voc07_metric: bool = False,
                  deploy_net: bool = False, metric: str = "voc", output_dir: str | None = None,
                  nms_topk: int = 400, progress: bool = True,
-                 anchors: dict | None = None, onnx_path: str | None = None) -> dict:
+                 anchors: dict | None = None, onnx_path: str | None = None,
+                 flip_test: bool = False) -> dict:
     """Evaluate a checkpoint on a record file.
 
     Parameters
@@ -298,6 +303,10 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     onnx_path : str, optional
         Score this ``deploy.py --onnx`` file with onnxruntime instead of the checkpoint (its
         own mean, anchors and NMS settings; ``model_prefix`` and ``epoch`` unused).
+    flip_test : bool
+        Average every image's predictions with its left-right mirror's in the graph
+        (``symbol_factory.get_symbol``); a deploy graph or ONNX file carries its own
+        (``deploy.py --flip-test``), so it is refused with ``deploy_net`` and ``onnx_path``.
 
     Returns
     -------
@@ -313,6 +322,10 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if not os.path.isfile(path_imgrec):
         raise FileNotFoundError(f"--rec-path {path_imgrec} not found")
+    if flip_test and (deploy_net or onnx_path):
+        raise ValueError(f"--flip-test rebuilds the graph from --network; the graph of "
+                         f"{'--onnx' if onnx_path else '--deploy'} keeps what deploy.py gave it "
+                         "(deploy.py --flip-test): leave --flip-test out")
     height, width = parse_data_shape(data_shape)
     contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
     batch_size = _fit_batch_size(batch_size, path_imgrec, path_imglist, len(contexts))
@@ -331,7 +344,8 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
     else:
         module = _bind_checkpoint(net, (height, width), num_classes, model_prefix, epoch,
                                   nms_thresh, force_nms, nms_topk, deploy_net, anchors,
-                                  batch_size, contexts)
+                                  batch_size, contexts, flip_test)
+        flip_test = flip_test or (deploy_net and has_flip_test(module.symbol))
     eval_iter = DetRecordIter(path_imgrec, batch_size, (3, height, width),
                               mean_pixels=tuple(mean_pixels), path_imglist=path_imglist,
                               **cfg.valid)
@@ -349,9 +363,11 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         raise ValueError(f"no image was scored from {path_imgrec} (--num-batch {num_batch})")
 
     _, values = voc_metric.get()
+    if onnx_path:
+        flip_test = module.detector.meta.get("flip_test") == "1"
     protocol = describe_protocol(voc07_metric, ovp_thresh, use_difficult, nms_thresh,
                                  nms_topk, (height, width), num_images,
-                                 force_suppress=force_nms)
+                                 force_suppress=force_nms, flip_test=flip_test)
     results = {
         "protocol": protocol,
         "metric": "VOC07 11-point" if voc07_metric else "VOC area",
@@ -361,13 +377,14 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         "images_per_sec": num_images / elapsed if elapsed > 0 else float("nan"),
         "class_ap": {name: _finite(v) for name, v in zip(names, values[:-1])},
         "mAP": _finite(values[-1]),
+        "flip_test": bool(flip_test),
     }
     if metric == "coco":
         coco_names, coco_values = metrics[1].get()
         results["coco"] = {n: _finite(v) for n, v in zip(coco_names, coco_values)}
         results["coco_protocol"] = describe_protocol(
             voc07_metric, ovp_thresh, use_difficult, nms_thresh, nms_topk, (height, width),
-            num_images, force_suppress=force_nms, metric="coco")
+            num_images, force_suppress=force_nms, metric="coco", flip_test=flip_test)
     if output_dir:
         results["files"] = write_outputs(results, voc_metric, output_dir)
     return results
@@ -376,10 +393,10 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
 def _bind_checkpoint(net: str, data_shape: tuple[int, int], num_classes: int, model_prefix: str,
                      epoch: int, nms_thresh: float, force_nms: bool, nms_topk: int,
                      deploy_net: bool, anchors: dict | None, batch_size: int,
-                     contexts: list) -> mx.mod.Module:
+                     contexts: list, flip_test: bool = False) -> mx.mod.Module:
     """The checkpoint's inference graph, checked and bound for ``batch_size``."""
     symbol = load_inference_symbol(net, data_shape, num_classes, model_prefix, nms_thresh,
-                                   force_nms, nms_topk, deploy_net, anchors)
+                                   force_nms, nms_topk, deploy_net, anchors, flip_test)
     arg_params, aux_params = load_params(model_prefix, epoch)
     what = "the deploy graph" if deploy_net else f"network {net!r} with --num-class {num_classes}"
     check_params(symbol, arg_params, aux_params, (batch_size, 3) + tuple(data_shape), what)

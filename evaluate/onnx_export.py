@@ -20,6 +20,7 @@ from onnx import helper
 
 from checkpoint import atomic_write
 from evaluate.onnx_detection import add_multibox_detection
+from symbol.common import has_flip_test
 from evaluate.onnx_graph import (OPSET, OnnxGraph, UnsupportedGraph, convert_layers, parse_attr,
                                  value_info)
 
@@ -54,6 +55,15 @@ def compute_anchors(symbol: mx.sym.Symbol, nodes: list[dict], entry: Sequence[in
     aux = {n: aux_params[n] for n in anchors_sym.list_auxiliary_states()}
     executor = anchors_sym.bind(mx.cpu(), args, aux_states=aux, grad_req="null")
     return executor.forward(is_train=False)[0].asnumpy().reshape(-1, 4)
+
+
+def batch_shapes(symbol: mx.sym.Symbol, data_shape: tuple[int, int]) -> dict[str, tuple]:
+    """Node name -> (its output shape at batch 1, at batch 2): which dimension is the batch's."""
+    internals = symbol.get_internals()
+    names = internals.list_outputs()
+    shapes = [internals.infer_shape(data=(n, 3) + tuple(data_shape))[1] for n in (1, 2)]
+    return {name[:-len("_output")]: (one, two) for name, one, two in zip(names, *shapes)
+            if name.endswith("_output")}
 
 
 def detection_settings(node: dict) -> dict:
@@ -107,7 +117,8 @@ def build_onnx_model(symbol: mx.sym.Symbol, arg_params: Mapping, aux_params: Map
     mean = np.asarray(mean_pixels, dtype=np.float32).reshape(1, 3, 1, 1)
     centred = g.op("Sub", ["data", g.const("mean_pixels", mean)], "data_minus_mean")
     try:
-        names = convert_layers(g, nodes, [cls_entry[0], loc_entry[0]], params, centred)
+        names = convert_layers(g, nodes, [cls_entry[0], loc_entry[0]], params, centred,
+                               out_shapes=batch_shapes(symbol, data_shape))
     except UnsupportedGraph as err:
         raise UnsupportedGraph(f"{what}: {err}") from None
     except ValueError as err:
@@ -127,7 +138,8 @@ def build_onnx_model(symbol: mx.sym.Symbol, arg_params: Mapping, aux_params: Map
                         "xmax, ymax], corners in 0-1, class_id -1 for empty rows.")
     settings = detection_settings(det)
     props = {**metadata, **{k: str(settings[k]) for k in ("nms_threshold", "force_suppress",
-                                                           "nms_topk", "threshold")}}
+                                                           "nms_topk", "threshold")},
+             "flip_test": "1" if has_flip_test(symbol) else "0"}
     helper.set_model_props(model, {k: str(v) for k, v in props.items()})
     onnx.checker.check_model(model, full_check=True)
     return model

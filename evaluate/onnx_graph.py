@@ -25,6 +25,8 @@ _BINARY_OPS = {
     "broadcast_plus": "Add", "elemwise_sub": "Sub", "_minus": "Sub", "broadcast_sub": "Sub",
     "elemwise_mul": "Mul", "_mul": "Mul", "broadcast_mul": "Mul",
 }
+_SCALAR_OPS = {"_mul_scalar": "Mul", "_plus_scalar": "Add", "_minus_scalar": "Sub",
+               "_div_scalar": "Div"}
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softrelu": "Softplus"}
 
 
@@ -140,13 +142,52 @@ def _pooling(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
                 ceil_mode=int(convention == "full"), **extra)
 
 
-def _reshape(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
+def _reshape(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict,
+             out_shapes: Mapping[str, tuple] | None = None) -> str:
     shape = [int(s) for s in parse_attr(attrs, "shape", ())]
-    if not shape or any(s < -1 for s in shape) or parse_attr(attrs, "reverse", False):
-        raise _refuse(node, f"has shape {tuple(shape)} (codes -2/-3/-4 or reverse are not "
-                      "converted)")
+    if parse_attr(attrs, "reverse", False) or not shape:
+        raise _refuse(node, f"has shape {tuple(shape)} (reverse or no shape is not converted)")
+    if any(s < -1 for s in shape):
+        # codes -2/-3/-4: the output shape as inferred at batch sizes 1 and 2; the one
+        # dimension that differs scales with the batch and becomes ONNX's -1
+        if not out_shapes or node["name"] not in out_shapes:
+            raise _refuse(node, f"has shape {tuple(shape)} and its output shape is not known")
+        one, two = out_shapes[node["name"]]
+        shape = [-1 if a != b else int(a) for a, b in zip(one, two)]
+        if shape.count(-1) > 1:
+            raise _refuse(node, f"has {shape.count(-1)} dimensions that grow with the batch")
     target = g.const(f"{node['name']}_shape", shape, np.int64)
     return g.op("Reshape", [inputs[0], target], node["name"])
+
+
+_INT64_MIN = -(2 ** 63)
+_INT64_MAX = 2 ** 63 - 1
+
+
+def _slice(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
+    """``slice_axis`` (one axis, begin/end) and ``flip``/``reverse`` (Slice with step -1)."""
+    name = node["name"]
+    axis = parse_attr(attrs, "axis", 0)
+    if node["op"] in ("flip", "reverse"):
+        axes = _ints(axis, 1)
+        if len(axes) != 1:
+            raise _refuse(node, f"reverses {len(axes)} axes (one is converted)")
+        starts, ends, steps = [-1], [_INT64_MIN], [-1]
+    else:
+        axes = [int(axis)]
+        begin, end = parse_attr(attrs, "begin", 0), parse_attr(attrs, "end", None)
+        starts, ends, steps = [int(begin)], [_INT64_MAX if end is None else int(end)], [1]
+    return g.op("Slice", [inputs[0], g.const(f"{name}_starts", starts, np.int64),
+                          g.const(f"{name}_ends", ends, np.int64),
+                          g.const(f"{name}_axes", axes, np.int64),
+                          g.const(f"{name}_steps", steps, np.int64)], name)
+
+
+def _stack(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
+    name, axis = node["name"], int(parse_attr(attrs, "axis", 0))
+    axes = g.const(f"{name}_axes", [axis], np.int64)
+    parts = [g.op("Unsqueeze", [x, axes], f"{name}_{i}") for i, x in enumerate(inputs)]
+    return g.op("Concat", parts, name, axis=axis)
 
 
 def _l2_normalization(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
@@ -189,6 +230,9 @@ def _simple(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
         if act != "leaky":
             raise _refuse(node, f"has act_type {act!r}")
         return g.op("LeakyRelu", inputs[:1], name, alpha=float(parse_attr(attrs, "slope", 0.25)))
+    if op in _SCALAR_OPS:
+        scalar = g.const(f"{name}_scalar", float(parse_attr(attrs, "scalar", 0.0)))
+        return g.op(_SCALAR_OPS[op], [inputs[0], scalar], name)
     if op in ("Concat", "concat"):
         return g.op("Concat", inputs, name, axis=int(parse_attr(attrs, "dim", 1)))
     if op in ("Flatten", "flatten"):
@@ -200,8 +244,13 @@ def _simple(g: OnnxGraph, node: dict, inputs: list[str], attrs: dict) -> str:
 
 
 def convert_node(g: OnnxGraph, node: dict, inputs: list[str],
-                 shapes: Mapping[str, tuple]) -> str:
-    """Add the ONNX form of one MXNet node (its inputs already named); returns its output."""
+                 shapes: Mapping[str, tuple], out_shapes: Mapping[str, tuple] | None = None
+                 ) -> str:
+    """Add the ONNX form of one MXNet node (its inputs already named); returns its output.
+
+    ``out_shapes``: node name -> (output shape at batch 1, at batch 2), for reshapes with
+    MXNet's special codes (:func:`output_shapes`).
+    """
     attrs = node.get("attrs", node.get("attr", node.get("param", {}))) or {}
     op = node["op"]
     if op == "Convolution":
@@ -211,7 +260,11 @@ def convert_node(g: OnnxGraph, node: dict, inputs: list[str],
     if op == "Pooling":
         return _pooling(g, node, inputs, attrs)
     if op in ("Reshape", "reshape"):
-        return _reshape(g, node, inputs, attrs)
+        return _reshape(g, node, inputs, attrs, out_shapes)
+    if op in ("slice_axis", "flip", "reverse"):
+        return _slice(g, node, inputs, attrs)
+    if op == "stack":
+        return _stack(g, node, inputs, attrs)
     if op == "L2Normalization":
         return _l2_normalization(g, node, inputs, attrs)
     if op in ("softmax", "SoftmaxActivation"):
@@ -232,11 +285,13 @@ def needed_nodes(nodes: list[dict], outputs: Iterable[int]) -> list[int]:
 
 def convert_layers(g: OnnxGraph, nodes: list[dict], outputs: Iterable[int],
                    params: Mapping[str, np.ndarray], data_tensor: str,
-                   data_name: str = "data") -> dict[int, str]:
+                   data_name: str = "data", out_shapes: Mapping[str, tuple] | None = None
+                   ) -> dict[int, str]:
     """Convert what ``outputs`` (node indices) need; returns node index -> ONNX tensor name.
 
     Variables other than ``data_name`` become constants from ``params``; a node with an output
     index other than 0 used as an input is refused (no zoo layer has one at inference).
+    ``out_shapes``: see :func:`convert_node`.
 
     Raises
     ------
@@ -262,7 +317,7 @@ def convert_layers(g: OnnxGraph, nodes: list[dict], outputs: Iterable[int],
             if entry[1] != 0:
                 raise _refuse(node, f"reads output {entry[1]} of {nodes[entry[0]]['name']!r}")
         inputs = [names[entry[0]] for entry in node["inputs"]]
-        names[index] = convert_node(g, node, inputs, shapes)
+        names[index] = convert_node(g, node, inputs, shapes, out_shapes)
     return names
 
 

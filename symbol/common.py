@@ -100,10 +100,48 @@ def _tuple_str(values: Sequence[float]) -> str:
     return "(" + ",".join(str(v) for v in values) + ")"
 
 
+def with_mirrored_images(data: mx.sym.Symbol) -> mx.sym.Symbol:
+    """(B, 3, H, W) -> (2B, 3, H, W): every image followed by its left-right mirror."""
+    mirrored = mx.sym.flip(data, axis=3, name="flip_test_mirror")
+    pair = mx.sym.stack(data, mirrored, axis=1, name="flip_test_pair")        # (B, 2, 3, H, W)
+    return mx.sym.reshape(pair, shape=(-3, -2), name="flip_test_batch")
+
+
+def has_flip_test(symbol: mx.sym.Symbol) -> bool:
+    """Whether an inference graph averages each image with its mirror (a ``--flip-test`` one)."""
+    return "flip_test_batch_output" in symbol.get_internals().list_outputs()
+
+
+def merge_mirrored(pred: mx.sym.Symbol, name: str, num_anchors: int, is_loc: bool
+                   ) -> mx.sym.Symbol:
+    """Average a head's prediction for each image with its mirror's, mirrored back.
+
+    ``pred`` is a head convolution's output (2B, A*width, H, W) on the batch of
+    :func:`with_mirrored_images`. The mirror's map is flipped back along W, so that location
+    (h, w) of both holds the same anchor (a grid that mirrors onto itself: steps of 1 / map
+    width, see ``symbol_factory.check_flip_test``), and for the box offsets the sign of the
+    horizontal centre offset is turned (channel 0 of every anchor's 4); the widths, heights and
+    class logits are unchanged by a mirror. Returns (B, A*width, H, W), the mean of the two.
+    """
+    pair = mx.sym.reshape(pred, shape=(-4, -1, 2, -2), name=f"{name}_pair")  # (B, 2, A*w, H, W)
+    own = mx.sym.slice_axis(pair, axis=1, begin=0, end=1, name=f"{name}_own")
+    back = mx.sym.flip(mx.sym.slice_axis(pair, axis=1, begin=1, end=2, name=f"{name}_mirror"),
+                       axis=4, name=f"{name}_mirror_back")
+    if is_loc:                                        # (B, 1, A*4, H, W) -> (B, 1, A, 4, H, W)
+        rows = mx.sym.reshape(back, shape=(0, 0, -4, num_anchors, 4, -2), name=f"{name}_xywh")
+        dx = mx.sym.slice_axis(rows, axis=3, begin=0, end=1, name=f"{name}_dx") * -1.0
+        rest = mx.sym.slice_axis(rows, axis=3, begin=1, end=4, name=f"{name}_dy_dw_dh")
+        rows = mx.sym.concat(dx, rest, dim=3, name=f"{name}_mirrored_xywh")
+        back = mx.sym.reshape(rows, shape=(0, 0, -3, -2), name=f"{name}_mirrored")
+    mean = (own + back) * 0.5
+    return mx.sym.reshape(mean, shape=(-3, -2), name=f"{name}_flip_mean")  # (B, A*w, H, W)
+
+
 def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
                    sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]],
                    normalizations: Sequence[float], num_channels: Sequence[int],
-                   steps: Sequence[float] = (), clip: bool = False, fast_ops: bool = False
+                   steps: Sequence[float] = (), clip: bool = False, fast_ops: bool = False,
+                   flip_test: bool = False
                    ) -> tuple[mx.sym.Symbol, mx.sym.Symbol, mx.sym.Symbol]:
     """Loc/cls prediction convolutions and anchors on every feature layer.
 
@@ -129,6 +167,10 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
         up to float rounding: :func:`fused_predictions`, :func:`scaled_l2_normalization`, and
         no (zero) gradient through MultiBoxPrior (docs/notes/SPEED.md). The graphs that are saved,
         evaluated and deployed keep the plain operators.
+    flip_test : bool
+        The layers hold image/mirror pairs (:func:`with_mirrored_images`): every head's
+        prediction is the mean of the image's and its mirror's (:func:`merge_mirrored`).
+        Inference only; not with ``fast_ops``.
 
     Returns
     -------
@@ -139,6 +181,8 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
     anchors : mx.sym.Symbol
         (1, N, 4) [x1, y1, x2, y2] normalised.
     """
+    if flip_test and fast_ops:
+        raise ValueError("flip_test is an inference graph; fast_ops is for training")
     loc_layers, cls_layers, anchor_layers = [], [], []
     num_outputs = num_classes + 1  # background is class 0
     for k, layer in enumerate(from_layers):
@@ -168,6 +212,9 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int,
                 pred = mx.sym.Convolution(data=layer, bias=bias, kernel=(3, 3), pad=(1, 1),
                                           num_filter=num_anchors * width,
                                           name=f"{name}_{kind}_pred_conv")
+                if flip_test:
+                    pred = merge_mirrored(pred, f"{name}_{kind}_pred", num_anchors,
+                                          is_loc=kind == "loc")
                 # (B, A*width, H, W) -> (B, H, W, A*width) -> (B, H*W*A, width)
                 pred = mx.sym.transpose(pred, axes=(0, 2, 3, 1),
                                         name=f"{name}_{kind}_pred_nhwc")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from config.mxnet_compat import mx
 
-from symbol.common import multi_layer_feature, multibox_layer
+from symbol.common import multi_layer_feature, multibox_layer, with_mirrored_images
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 METRIC_EPS = 1e-8      # added to the probability before the log of the training cross-entropy
@@ -27,7 +27,7 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
                 sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]],
                 normalizations: Sequence[float], steps: Sequence[float] = (),
                 min_filter: int = 128, backbone_args: dict | None = None,
-                extra_batchnorm: bool = False, fast_ops: bool = False
+                extra_batchnorm: bool = False, fast_ops: bool = False, flip_test: bool = False
                 ) -> tuple[mx.sym.Symbol, mx.sym.Symbol, mx.sym.Symbol]:
     """Body, extra layers and multibox heads.
 
@@ -46,6 +46,9 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
     fast_ops : bool
         Training-speed forms of the head (``symbol.common.multibox_layer``) and of the
         backbone where it has them (``symbol.resnet.strided_projection``).
+    flip_test : bool
+        Predict on every image and its left-right mirror and average the two in anchor space
+        (``symbol.common.merge_mirrored``); ``data`` is still (B, 3, H, W). Inference only.
 
     Returns
     -------
@@ -58,11 +61,13 @@ def build_heads(backbone: str, num_classes: int, from_layers: Sequence[str],
     """
     body = get_body(backbone, {**(backbone_args or {}), "fast_ops": True} if fast_ops
                     else backbone_args)
+    if flip_test:                   # the same layers, on (2B, 3, H, W) image/mirror pairs
+        body = body(data=with_mirrored_images(mx.sym.Variable("data")))
     layers = multi_layer_feature(body, from_layers, num_filters, strides, pads,
                                  min_filter=min_filter, extra_batchnorm=extra_batchnorm)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios,
                           normalizations=normalizations, num_channels=num_filters,
-                          steps=steps, clip=False, fast_ops=fast_ops)
+                          steps=steps, clip=False, fast_ops=fast_ops, flip_test=flip_test)
 
 
 def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchors: mx.sym.Symbol,
@@ -162,7 +167,7 @@ def loss_sums(cls_prob: mx.sym.Symbol, loc_loss: mx.sym.Symbol, cls_target: mx.s
 
 
 def get_symbol(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool = False,
-               nms_topk: int = 400, **config) -> mx.sym.Symbol:
+               nms_topk: int = 400, flip_test: bool = False, **config) -> mx.sym.Symbol:
     """Inference graph: softmax over classes + MultiBoxDetection.
 
     Parameters
@@ -171,6 +176,9 @@ def get_symbol(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool =
         Object classes, background excluded.
     nms_thresh, force_suppress, nms_topk
         MultiBoxDetection settings.
+    flip_test : bool
+        Average each image's predictions with its left-right mirror's before the detection
+        (see ``build_heads``).
     **config
         Network settings (see ``build_heads``).
 
@@ -179,6 +187,7 @@ def get_symbol(num_classes: int, nms_thresh: float = 0.5, force_suppress: bool =
     mx.sym.Symbol
         ``detection_output`` (B, N, 6) ``[cls, score, x1, y1, x2, y2]``, cls -1 = none.
     """
-    loc_preds, cls_preds, anchors = build_heads(num_classes=num_classes, **config)
+    loc_preds, cls_preds, anchors = build_heads(num_classes=num_classes, flip_test=flip_test,
+                                                **config)
     cls_prob = mx.sym.softmax(data=cls_preds, axis=1, name="cls_prob")
     return _detection(cls_prob, loc_preds, anchors, nms_thresh, force_suppress, nms_topk)

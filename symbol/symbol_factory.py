@@ -322,7 +322,7 @@ def get_symbol_train(network: str, data_shape: int | Sequence[int], num_classes:
 
 def get_symbol(network: str, data_shape: int | Sequence[int], num_classes: int,
                nms_thresh: float = 0.5, force_suppress: bool = False, nms_topk: int = 400,
-               **kwargs) -> mx.sym.Symbol:
+               flip_test: bool = False, **kwargs) -> mx.sym.Symbol:
     """Inference graph of a preset.
 
     Parameters
@@ -335,6 +335,9 @@ def get_symbol(network: str, data_shape: int | Sequence[int], num_classes: int,
         Object classes, background excluded.
     nms_thresh, force_suppress, nms_topk
         MultiBoxDetection settings.
+    flip_test : bool
+        Average every image's predictions with its left-right mirror's (``--flip-test``;
+        see :func:`check_flip_test`).
     **kwargs
         Config overrides, see ``get_config``.
 
@@ -345,9 +348,39 @@ def get_symbol(network: str, data_shape: int | Sequence[int], num_classes: int,
     """
     config = get_config(network, data_shape, **kwargs)
     _check_detection_args(num_classes, nms_thresh, nms_topk)
+    if flip_test:
+        check_flip_test(network, data_shape, **kwargs)
     return symbol_builder.get_symbol(num_classes=num_classes, nms_thresh=nms_thresh,
                                      force_suppress=bool(force_suppress), nms_topk=nms_topk,
-                                     **config)
+                                     flip_test=bool(flip_test), **config)
+
+
+def check_flip_test(network: str, data_shape: int | Sequence[int], **overrides) -> None:
+    """Refuse ``--flip-test`` where the anchor grid does not mirror onto itself.
+
+    The mirrored image's prediction at column ``W-1-j`` is averaged with the image's at column
+    ``j``: the same anchor only when the anchor centres ``(j + 0.5) * step`` are symmetric
+    about the middle, i.e. ``step * W == 1`` on every layer. Presets without ``steps`` (1 / map
+    size) always are; the VGG16 presets' steps (8 / 300 on a 38-column map) are not.
+
+    Raises
+    ------
+    ValueError
+        Naming the first layer whose grid is off, its columns, its step and their span.
+    """
+    config = get_config(network, data_shape, **overrides)
+    if not config["steps"]:
+        return
+    for step, layer in zip(config["steps"], describe_feature_layers(network, data_shape,
+                                                                     **overrides)):
+        columns = layer["shape"][2]
+        if abs(step * columns - 1.0) > 1e-6:
+            raise ValueError(
+                f"--flip-test: the anchors of network {network!r} at {data_shape} do not mirror "
+                f"onto each other (layer {layer['name']}: {columns} columns of step "
+                f"{step:.4f} span {step * columns:.4f} of the width, not 1); use a preset "
+                "without anchor steps (tiny_photo, resnet50, mobilenet, ...) or leave "
+                "--flip-test out")
 
 
 def feature_layer_name(config: Mapping, k: int) -> str:

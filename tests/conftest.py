@@ -69,3 +69,28 @@ def tiny_train_kwargs(synth: types.SimpleNamespace, prefix: str, **overrides) ->
                   class_names=synth.class_names, val_path="", seed=3)
     kwargs.update(overrides)
     return kwargs
+
+
+ONNX_SIDE = 96
+
+
+@pytest.fixture(scope="session")
+def trained(synth_data, tmp_path_factory):
+    """``tiny`` trained 10 epochs on the synthetic set (ONNX_SIDE px), deployed with --onnx
+    (tests/test_onnx.py, tests/test_flip_test.py)."""
+    import glob
+    import deploy
+    from train_net import train_net
+    folder = tmp_path_factory.mktemp("onnx_model")
+    prefix = str(folder / "ssd")
+    train_net(**tiny_train_kwargs(synth_data, prefix, data_shape=ONNX_SIDE, end_epoch=10,
+                                  learning_rate=0.05))
+    status = deploy.main(["--network", "tiny", "--data-shape", str(ONNX_SIDE), "--num-class",
+                          str(synth_data.num_classes), "--prefix", prefix + "_", "--epoch", "10",
+                          "--nms", "0.45", "--no-force", "--onnx",
+                          "--class-names", ",".join(synth_data.class_names)])
+    assert status == 0
+    deployed = str(folder / f"deploy_ssd_tiny_{ONNX_SIDE}")
+    images = sorted(glob.glob(os.path.join(synth_data.devkit, "VOC2007", "JPEGImages", "*.jpg")))
+    return {"folder": folder, "prefix": prefix, "deploy": deployed,
+            "onnx": f"{deployed}-0010.onnx", "images": images}

@@ -25,10 +25,11 @@ from evaluate.onnx_detector import OnnxDetector, match_detections
 from evaluate.onnx_export import PROJECT_VERSION, build_onnx_model
 from evaluate.onnx_graph import OPSET, OnnxGraph, value_info
 from symbol.symbol_factory import get_symbol
+from tests.conftest import ONNX_SIDE
 from tests.test_evaluate import load_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIDE = 96
+SIDE = ONNX_SIDE
 
 
 # ------------------------------------------------------------- MultiBoxDetection alone
@@ -189,24 +190,7 @@ def test_zoo_layers_match_mxnet(network, side):
 
 
 # ------------------------------------------------------------- a trained model
-@pytest.fixture(scope="module")
-def trained(synth_data, tmp_path_factory):
-    """``tiny`` trained 10 epochs on the synthetic set (96 px), deployed with --onnx."""
-    from tests.conftest import tiny_train_kwargs
-    from train_net import train_net
-    folder = tmp_path_factory.mktemp("onnx_model")
-    prefix = str(folder / "ssd")
-    train_net(**tiny_train_kwargs(synth_data, prefix, data_shape=SIDE, end_epoch=10,
-                                  learning_rate=0.05))
-    status = deploy.main(["--network", "tiny", "--data-shape", str(SIDE), "--num-class",
-                          str(synth_data.num_classes), "--prefix", prefix + "_", "--epoch", "10",
-                          "--nms", "0.45", "--no-force", "--onnx",
-                          "--class-names", ",".join(synth_data.class_names)])
-    assert status == 0
-    deployed = str(folder / f"deploy_ssd_tiny_{SIDE}")
-    images = sorted(glob.glob(os.path.join(synth_data.devkit, "VOC2007", "JPEGImages", "*.jpg")))
-    return {"folder": folder, "prefix": prefix, "deploy": deployed,
-            "onnx": f"{deployed}-0010.onnx", "images": images}
+# the fixture ``trained`` (conftest.py): tiny trained 10 epochs at SIDE px, deployed with --onnx
 
 
 def test_deploy_writes_a_checked_file_with_metadata(trained, synth_data):

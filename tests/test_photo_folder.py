@@ -7,6 +7,7 @@ reason, where that folder is absent.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -316,6 +317,11 @@ def test_train_photos_on_one_labelimg_folder_end_to_end(tmp_path):
     summary = json.loads((work / "photos_summary.json").read_text())
     assert summary["data"]["format"] == "labelimg" and summary["kept_epoch"] in (1, 2)
     assert set(summary["validation_curve"]) == {"1", "2"}
+    # evaluated, reported and exported with each photo averaged with its mirror (the default)
+    assert summary["recipe"]["flip_test"] is True
+    assert "input 128x128 + its mirror, 3 images" in proc.stdout
+    assert proc.stdout.count("--flip-test") == 4   # evaluate.py, photo_report.py, demo.py, deploy.py
+    assert re.search(r"python deploy\.py .*--flip-test --onnx", proc.stdout)
     report = (work / "report" / "report.txt").read_text()
     assert "class  AP" in report and "boxes not found by size" in report
     assert cv2.imread(str(work / "report" / "worst_best.jpg")) is not None

@@ -231,7 +231,7 @@ def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
     proc = subprocess.run(
         [sys.executable, "tools/train_photos.py", "--voc-root", str(few_raccoons),
          "--class-names", os.path.join(RACCOON, "class_names.txt"), "--workdir", str(work),
-         "--end-epoch", "2", "--data-shape", "128", "--no-pictures",
+         "--end-epoch", "2", "--data-shape", "128", "--no-pictures", "--no-flip-test",
          "--train-args", "--batch-size 4 --frequent 1"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -247,6 +247,8 @@ def test_raccoon_photos_prepare_train_evaluate(few_raccoons, tmp_path):
     assert 0.0 <= summary["voc07_map"] <= 1.0
     assert os.path.isfile(summary["evaluated"])      # the checkpoint that was evaluated
     assert "Finished: VOC07 mAP" in proc.stdout
+    assert "--flip-test" not in proc.stdout and "its mirror" not in proc.stdout
+    assert summary["recipe"]["flip_test"] is False
 
 
 def test_tiny_photo_normalises_the_extra_layers_and_tiny_keeps_its_graph():

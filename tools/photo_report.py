@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from checkpoint import atomic_write  # noqa: E402
 from dataset.imdb import load_class_names  # noqa: E402
-from evaluate import add_anchors_arg  # noqa: E402
+from evaluate import add_anchors_arg, add_flip_test_arg  # noqa: E402
 from evaluate.photo_report import (analyse, format_report, pick_worst_best,  # noqa: E402
                                    worst_best_picture)
 
@@ -50,6 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch", type=int, required=True, help="checkpoint epoch")
     p.add_argument("--class-names", required=True, help="comma list or file")
     add_anchors_arg(p)
+    add_flip_test_arg(p)
     p.add_argument("--cpu", action="store_true", help="run on CPU (the only choice here)")
     p.add_argument("--score-thresh", type=float, default=0.5,
                    help="a detection counts from this score (demo.py --thresh)")
@@ -91,7 +92,9 @@ def collect(args: argparse.Namespace, names: list[str]) -> tuple[dict, _Collect]
     side = args.data_shape
     prefix = resolve_prefix(args.prefix, args.network, side, args.epoch)
     symbol = load_inference_symbol(args.network, (side, side), len(names), prefix, 0.45, False,
-                                   400, False, load_anchor_file(args.anchors) if args.anchors else None)
+                                   400, False,
+                                   load_anchor_file(args.anchors) if args.anchors else None,
+                                   flip_test=args.flip_test)
     arg_params, aux_params = load_params(prefix, args.epoch)
     batch_size = max(1, min(8, count_records(args.rec_path)))
     check_params(symbol, arg_params, aux_params, (batch_size, 3, side, side), args.network)
