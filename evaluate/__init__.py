@@ -32,8 +32,9 @@ def add_flip_test_arg(parser) -> None:
     """Add ``--flip-test``: average each image's predictions with its left-right mirror's."""
     parser.add_argument("--flip-test", dest="flip_test", action="store_true",
                         help="detect on each image and its left-right mirror and average the "
-                             "two in the graph (twice the compute; anchors that mirror onto "
-                             "each other: not the vgg16_reduced presets; default off)")
+                             "two in the graph (twice the compute; needs anchors that mirror "
+                             "onto each other: every preset but vgg16_reduced at 300; "
+                             "default off)")
 
 
 def add_mean_args(parser) -> None:

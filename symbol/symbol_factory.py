@@ -361,7 +361,8 @@ def check_flip_test(network: str, data_shape: int | Sequence[int], **overrides) 
     The mirrored image's prediction at column ``W-1-j`` is averaged with the image's at column
     ``j``: the same anchor only when the anchor centres ``(j + 0.5) * step`` are symmetric
     about the middle, i.e. ``step * W == 1`` on every layer. Presets without ``steps`` (1 / map
-    size) always are; the VGG16 presets' steps (8 / 300 on a 38-column map) are not.
+    size) always are, and so is ``vgg16_reduced`` at 512; its steps at 300 (8 / 300 on a
+    38-column map) are not.
 
     Raises
     ------
@@ -378,8 +379,7 @@ def check_flip_test(network: str, data_shape: int | Sequence[int], **overrides) 
             raise ValueError(
                 f"--flip-test: the anchors of network {network!r} at {data_shape} do not mirror "
                 f"onto each other (layer {layer['name']}: {columns} columns of step "
-                f"{step:.4f} span {step * columns:.4f} of the width, not 1); use a preset "
-                "without anchor steps (tiny_photo, resnet50, mobilenet, ...) or leave "
+                f"{step:.4f} span {step * columns:.4f} of the width, not 1): leave "
                 "--flip-test out")
 
 
