@@ -245,12 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from evaluate import parse_class_names
+    from evaluate import parse_class_names, refuse_flip_test_with_saved_graph
     try:
-        if args.flip_test and (args.deploy_net or args.onnx):
-            raise ValueError(f"--flip-test rebuilds the graph from --network; the graph of "
-                             f"{'--onnx' if args.onnx else '--deploy'} keeps what deploy.py "
-                             "gave it (deploy.py --flip-test): leave --flip-test out")
+        refuse_flip_test_with_saved_graph(args.flip_test, args.deploy_net, args.onnx)
         if args.onnx:
             detector = build_onnx_detector(args, len(parse_class_names(args.class_names))
                                            if args.class_names else None)

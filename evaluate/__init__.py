@@ -37,6 +37,14 @@ def add_flip_test_arg(parser) -> None:
                              "default off)")
 
 
+def refuse_flip_test_with_saved_graph(flip_test: bool, deploy_net: bool, onnx_path) -> None:
+    """``--flip-test`` rebuilds the graph: a ``--deploy`` or ``--onnx`` graph keeps its own."""
+    if flip_test and (deploy_net or onnx_path):
+        raise ValueError(f"--flip-test rebuilds the graph from --network; the graph of "
+                         f"{'--onnx' if onnx_path else '--deploy'} keeps what deploy.py gave it "
+                         "(deploy.py --flip-test): leave --flip-test out")
+
+
 def add_mean_args(parser) -> None:
     """Add ``--mean-r/-g/-b`` (the RGB mean subtracted, reference defaults 123/117/104)."""
     for flag, colour, default in (("--mean-r", "red", 123), ("--mean-g", "green", 117),

@@ -18,6 +18,7 @@ import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
 from checkpoint import atomic_write, load_arg_aux, load_symbol_file
+from evaluate import refuse_flip_test_with_saved_graph
 from symbol.common import has_flip_test
 
 logger = logging.getLogger(__name__)
@@ -322,10 +323,7 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if not os.path.isfile(path_imgrec):
         raise FileNotFoundError(f"--rec-path {path_imgrec} not found")
-    if flip_test and (deploy_net or onnx_path):
-        raise ValueError(f"--flip-test rebuilds the graph from --network; the graph of "
-                         f"{'--onnx' if onnx_path else '--deploy'} keeps what deploy.py gave it "
-                         "(deploy.py --flip-test): leave --flip-test out")
+    refuse_flip_test_with_saved_graph(flip_test, deploy_net, onnx_path)
     height, width = parse_data_shape(data_shape)
     contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
     batch_size = _fit_batch_size(batch_size, path_imgrec, path_imglist, len(contexts))
