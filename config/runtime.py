@@ -65,6 +65,19 @@ class _RankFilter(logging.Filter):
         return True
 
 
+class _Console(logging.StreamHandler):
+    """Console handler that follows ``sys.stderr`` once the stream it held is closed.
+
+    A notebook cell, ``contextlib.redirect_stderr`` or a test's capture may swap ``sys.stderr``
+    for a stream it later closes; writing there would print "--- Logging error ---".
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self.stream, "closed", False):
+            self.stream = sys.stderr          # setStream would flush the closed stream
+        super().emit(record)
+
+
 def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> logging.Logger:
     """Configure the root logger once: console plus optional file, ``Node[rank]`` on each line.
 
@@ -90,7 +103,7 @@ def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> log
         if handler.stream is not sys.stderr:   # stderr replaced (pytest capture, redirection)
             handler.stream = sys.stderr       # setStream would flush a closed stream
     if not consoles:
-        console = logging.StreamHandler()
+        console = _Console()
         console._ssd_console = True
         console.setFormatter(formatter)
         console.addFilter(_RankFilter())

@@ -15,6 +15,19 @@ from config.runtime import setup_threads
 
 setup_threads(1)  # before mxnet is imported by any test module
 
+@pytest.fixture(autouse=True)
+def _drop_console_log_handler():
+    """Remove config.runtime.setup_logging's console handler after each test.
+
+    Left behind it would write the next tests' log lines into their captured stderr, and
+    tests that check a CLI's error is one clean line would see them.
+    """
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_ssd_console", False)]:
+        root.removeHandler(handler)
+
+
 NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 48, 16, 128
 CLASSES = ("circle", "square", "triangle", "cross")
 
