@@ -339,6 +339,7 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
             logger.warning("--onnx %s subtracts its own mean %s, not the mean flags %s",
                            onnx_path, module.detector.meta["mean_pixels"], list(mean_pixels))
         mean_pixels = (0.0, 0.0, 0.0)          # the file subtracts its own mean
+        flip_test = module.detector.meta.get("flip_test") == "1"
     else:
         module = _bind_checkpoint(net, (height, width), num_classes, model_prefix, epoch,
                                   nms_thresh, force_nms, nms_topk, deploy_net, anchors,
@@ -361,8 +362,6 @@ def evaluate_net(net: str, path_imgrec: str, num_classes: int, num_batch: int | 
         raise ValueError(f"no image was scored from {path_imgrec} (--num-batch {num_batch})")
 
     _, values = voc_metric.get()
-    if onnx_path:
-        flip_test = module.detector.meta.get("flip_test") == "1"
     protocol = describe_protocol(voc07_metric, ovp_thresh, use_difficult, nms_thresh,
                                  nms_topk, (height, width), num_images,
                                  force_suppress=force_nms, flip_test=flip_test)

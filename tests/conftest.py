@@ -15,17 +15,21 @@ from config.runtime import setup_threads
 
 setup_threads(1)  # before mxnet is imported by any test module
 
-@pytest.fixture(autouse=True)
-def _drop_console_log_handler():
-    """Remove config.runtime.setup_logging's console handler after each test.
+def drop_console_log_handler() -> None:
+    """Remove config.runtime.setup_logging's console handler from the root logger.
 
-    Left behind it would write the next tests' log lines into their captured stderr, and
-    tests that check a CLI's error is one clean line would see them.
+    Left behind it would write later tests' log lines into their captured stderr, and tests
+    that check a CLI's error is one clean line would see them.
     """
-    yield
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_ssd_console", False)]:
         root.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def _drop_console_log_handler_after_each_test():
+    yield
+    drop_console_log_handler()
 
 
 NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 48, 16, 128

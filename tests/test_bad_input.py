@@ -20,6 +20,8 @@ from config.mxnet_compat import mx
 import numpy as np
 import pytest
 
+from tests.conftest import drop_console_log_handler
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACE_MARKERS = ("Traceback", "MXNetError", "Stack trace", "dmlc::Error")
 
@@ -573,9 +575,7 @@ def tiny_checkpoint(synth_data, tmp_path_factory) -> str:
               frequent=100, learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
               lr_refactor_step="5", lr_refactor_ratio=0.1, num_example=synth_data.num_train,
               label_pad_width=-1, class_names=synth_data.class_names, val_path="", seed=3)
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_ssd_console", False)]:
-        root.removeHandler(handler)     # config.runtime.setup_logging's console handler of this fixture
+    drop_console_log_handler()          # the one train_net installed, before the tests run
     assert os.path.isfile(base + "_tiny_64-0001.params")
     return base
 

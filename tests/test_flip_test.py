@@ -111,20 +111,21 @@ def test_onnx_layers_of_the_flip_graph_match_mxnet():
 
 # ------------------------------------------------------------- a trained model, end to end
 @pytest.fixture(scope="module")
-def flip_deployed(trained, tmp_path_factory):
-    """The trained synthetic model of tests/test_onnx.py deployed again with --flip-test."""
+def flip_deployed(trained, synth_data, tmp_path_factory):
+    """The trained synthetic model of tests/test_onnx.py deployed again with --flip-test
+    --onnx: its folder (``deploy_ssd_tiny_<SIDE>-0010.{params,onnx}`` and symbol)."""
     folder = tmp_path_factory.mktemp("flip_model")
     for suffix in ("-0010.params", "-symbol.json"):
         shutil.copy(f"{trained['prefix']}_tiny_{SIDE}{suffix}", f"{folder}/ssd_tiny_{SIDE}{suffix}")
+    status = deploy.main(["--network", "tiny", "--data-shape", str(SIDE), "--num-class",
+                          str(synth_data.num_classes), "--prefix", str(folder / "ssd_"),
+                          "--epoch", "10", "--nms", "0.45", "--no-force", "--flip-test",
+                          "--onnx", "--class-names", ",".join(synth_data.class_names)])
+    assert status == 0
     return folder
 
 
 def test_deploy_flip_test_gives_mxnet_detections_in_onnx(flip_deployed, trained, synth_data):
-    status = deploy.main(["--network", "tiny", "--data-shape", str(SIDE), "--num-class",
-                          str(synth_data.num_classes), "--prefix", str(flip_deployed / "ssd_"),
-                          "--epoch", "10", "--nms", "0.45", "--no-force", "--flip-test",
-                          "--onnx", "--class-names", ",".join(synth_data.class_names)])
-    assert status == 0
     prefix = str(flip_deployed / f"deploy_ssd_tiny_{SIDE}")
     meta = {p.key: p.value for p in onnx.load(f"{prefix}-0010.onnx").metadata_props}
     assert meta["flip_test"] == "1"
@@ -150,12 +151,15 @@ def test_evaluate_flip_test_says_so_and_refuses_a_deploy_graph(flip_deployed, tr
                         ("flip", ["--prefix", trained["prefix"] + "_", "--epoch", "10",
                                   "--flip-test"]),
                         ("deployed", ["--prefix", str(flip_deployed / f"deploy_ssd_tiny_{SIDE}"),
-                                      "--epoch", "10", "--deploy"])):
+                                      "--epoch", "10", "--deploy"]),
+                        ("onnx", ["--onnx",
+                                  str(flip_deployed / f"deploy_ssd_tiny_{SIDE}-0010.onnx")])):
         assert cli.main(common + extra) == 0, name
         out = capsys.readouterr().out
         maps[name] = float(re.search(r"^mAP:\s+([0-9.]+)", out, re.M)[1])
         assert (f"input {SIDE}x{SIDE} + its mirror" in out) == (name != "plain"), out
     assert maps["flip"] == maps["deployed"] and maps["flip"] != maps["plain"]
+    assert abs(maps["onnx"] - maps["flip"]) <= 1e-4      # as tests/test_onnx.py: tie effects
     assert cli.main(common + ["--prefix", str(flip_deployed / f"deploy_ssd_tiny_{SIDE}"),
                               "--epoch", "10", "--deploy", "--flip-test"]) == 2
     err = capsys.readouterr().err

@@ -4,7 +4,6 @@ evaluate.py --onnx, tools/detect_onnx.py with no MXNet, and bad input.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
