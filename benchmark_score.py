@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from checkpoint import load_symbol_file
+    from training.checkpoint import load_symbol_file
     from evaluate.evaluate_net import load_params, resolve_prefix
     from symbol.symbol_factory import get_symbol
     try:

@@ -141,7 +141,7 @@ def output_path(output_dir: str, image_path: str, used: set[str]) -> str:
 def build_onnx_detector(args, num_classes: int | None):
     """The onnxruntime detector of ``--onnx`` (checked against --data-shape / --class-names)."""
     from evaluate.evaluate_net import parse_data_shape
-    from evaluate.onnx_detector import OnnxDetector
+    from export.onnx_detector import OnnxDetector
     data_shape = parse_data_shape(args.data_shape) if args.data_shape else None
     return OnnxDetector(args.onnx, data_shape, num_classes, args.batch_size)
 

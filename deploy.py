@@ -21,7 +21,7 @@ from config.runtime import setup_threads
 setup_threads()
 from config.mxnet_compat import mx  # noqa: E402  (after setup_threads)
 
-from checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
+from training.checkpoint import FileWriteError, atomic_write, load_param_file, save_params  # noqa: E402
 from evaluate import (VOC_CLASSES, add_anchors_arg, add_flip_test_arg, add_mean_args,  # noqa: E402
                       parse_class_names, parse_mean)
 from symbol.symbol_factory import data_side, get_symbol  # noqa: E402
@@ -175,8 +175,8 @@ def export_deploy_onnx(network: str, epoch: int, save_prefix: str, data_shape: i
         The graph holds an operator the exporter does not convert (named), or a parameter is
         missing; no file is written then.
     """
-    from checkpoint import load_arg_aux, load_symbol_file
-    from evaluate.onnx_export import export_metadata, export_onnx
+    from training.checkpoint import load_arg_aux, load_symbol_file
+    from export.onnx_file import export_metadata, export_onnx
     params_path = f"{save_prefix}-{epoch:04d}.params"
     symbol = load_symbol_file(f"{save_prefix}-symbol.json", "--prefix")
     arg_params, aux_params = load_arg_aux(params_path, "--prefix/--epoch", save_prefix)

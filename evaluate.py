@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from evaluate import parse_class_names, parse_mean
     from evaluate.evaluate_net import evaluate_net, format_results, resolve_prefix
     from symbol.anchors import load_anchor_file
-    from checkpoint import FileWriteError
+    from training.checkpoint import FileWriteError
     from dataset.record_check import select_records
     try:
         if args.num_class <= 0:

@@ -6,7 +6,7 @@ specifics of the original ``train/train_net.py`` (§3.5, §3.6):
 * :func:`get_lr_scheduler` is the original schedule (pre-decay on resume, steps counted in
   optimizer updates from ``begin_epoch``) plus an optional linear warm-up;
 * :func:`fit` trains through ``mx.mod.Module.fit`` with
-  :class:`detection_module.DetectionModule` (non-finite guard, validation with the inference
+  :class:`training.detection_module.DetectionModule` (non-finite guard, validation with the inference
   graph, optimizer state restored on resume) and writes checkpoints through
   :class:`callbacks.Checkpointer` (atomic files, cards, best and interrupted checkpoints).
 """
@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 from config.mxnet_compat import mx
 
-from callbacks import Checkpointer, open_tensorboard
-from checkpoint import (INTERRUPTED, checkpoint_path, environment_info,
+from training.callbacks import Checkpointer, open_tensorboard
+from training.checkpoint import (INTERRUPTED, checkpoint_path, environment_info,
                         list_checkpoint_epochs, resume_command)
 from config.config import AUGMENTATIONS
-from detection_module import (NAN_POLICIES, DetectionModule, NonFiniteError, SignalGuard,
+from training.detection_module import (NAN_POLICIES, DetectionModule, NonFiniteError, SignalGuard,
                               TrainingInterrupted)
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")

@@ -1,7 +1,7 @@
 """Install the dependencies of the MXNet SSD training CLI.
 
 ``pip install -e .`` installs the pinned requirements and nothing else: the folders
-symbol/, dataset/, config/, tools/ and evaluate/ carry common names and are meant to be
+symbol/, dataset/, config/, training/, evaluate/, export/ and tools/ carry common names and are meant to be
 imported from the repository root (``python train.py ...``), never as top-level
 site-packages.
 """

@@ -23,9 +23,9 @@ setup_threads()          # before importing mxnet; OMP_NUM_THREADS exported by t
 from config.mxnet_compat import mx  # noqa: E402
 
 import fit  # noqa: E402
-from checkpoint import INTERRUPTED, LAST, FileWriteError  # noqa: E402
+from training.checkpoint import INTERRUPTED, LAST, FileWriteError  # noqa: E402
 from dataset.record_check import add_bad_records_arg  # noqa: E402
-from detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
+from training.detection_module import NonFiniteError, TrainingInterrupted  # noqa: E402
 from dataset.imdb import load_class_names  # noqa: E402
 
 VOC_CLASSES = ("aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable, "

@@ -14,19 +14,19 @@ from typing import Any, Sequence
 from config.mxnet_compat import mx
 import numpy as np
 
-import checkpoint
+from training import checkpoint
 import fit
 from config.runtime import set_log_rank, setup_logging
-from detection_module import NAN_POLICIES, DetectionModule
+from training.detection_module import NAN_POLICIES, DetectionModule
 from config.config import cfg, train_augmentation
 from dataset.iterator import DetRecordIter, measure_io
 from dataset.record_check import BAD_RECORD_POLICIES, select_records
 from dataset.recordio_utils import count_records, label_pad_width as required_label_width
 from dataset.recordio_utils import read_lst, scan_labels
 from evaluate.eval_metric import MApMetric, MultiBoxMetric, VOC07MApMetric, describe_protocol
-from symbol.anchors import coverage_lines, resolve_anchors
+from dataset.anchor_fit import coverage_lines, resolve_anchors
 from symbol.symbol_factory import get_symbol, get_symbol_train
-from weights import load_start_params
+from training.weights import load_start_params
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def train_net(net, train_path, num_classes, batch_size,
         (``fit.get_lr_scheduler``).
     anchors : str
         ``''`` (the preset's), ``fit`` (fitted to the training boxes) or a JSON file of
-        ``tools/anchors.py --output`` (``symbol.anchors.resolve_anchors``); the anchor
+        ``tools/anchors.py --output`` (``dataset.anchor_fit.resolve_anchors``); the anchor
         coverage of the training boxes is logged either way.
     argv : sequence of str, optional
         Command line (for the resume hint after an interrupt).

@@ -6,7 +6,7 @@
         --class-names raccoon
 
 Runs MXNet's deploy checkpoint (``evaluate.detector.Detector``) and the ``.onnx`` beside it
-(``evaluate.onnx_detector.OnnxDetector``) on the same photos and prints: the rows kept by MXNet,
+(``export.onnx_detector.OnnxDetector``) on the same photos and prints: the rows kept by MXNet,
 how many the ONNX file gives at the same place, how many elsewhere (near-equal scores that
 swapped places), the rows found by one side only, and the largest score and corner differences;
 with ``--rec``, the VOC07 mAP of both on that record (``evaluate.py --deploy`` and ``--onnx``).
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_threads(args.threads)
     from evaluate.detector import Detector, load_image
-    from evaluate.onnx_detector import OnnxDetector, match_detections
+    from export.onnx_detector import OnnxDetector, match_detections
     onnx_path = args.onnx or f"{args.deploy}-{args.epoch:04d}.onnx"
     onnx_detector = OnnxDetector(onnx_path, batch_size=8, threads=args.threads)
     side = onnx_detector.data_shape

@@ -83,7 +83,7 @@ def int8_runner(symbol, args, auxs, batch: int, side: int, calib):
 def onnx_runner(symbol, args, auxs, side: int, threads: int, mean):
     """onnxruntime session of the exported graph (raw pixels in)."""
     import onnxruntime as ort
-    from evaluate.onnx_export import build_onnx_model
+    from export.onnx_file import build_onnx_model
     model = build_onnx_model(symbol, args, auxs, (side, side), mean, {})
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -35,8 +35,8 @@ def check_preset(network: str, side: int, overrides: dict, num_classes: int = 20
     import numpy as np
     import onnxruntime as ort
     from benchmarks.onnx_speed import random_weights
-    from evaluate.onnx_export import build_onnx_model
-    from evaluate.onnx_graph import value_info
+    from export.onnx_file import build_onnx_model
+    from export.onnx_graph import value_info
     from symbol.symbol_factory import get_symbol
     symbol = get_symbol(network, side, num_classes, **overrides)
     args, auxs = random_weights(symbol, side)

@@ -2,7 +2,7 @@
 
 For each ``--preset NETWORK:SIZE:BATCH`` a worker process (OpenMP threads are fixed at
 ``import mxnet``) builds the training graph (``with_det=False``) in a
-:class:`detection_module.DetectionModule` exactly as ``fit.fit`` does, on a batch of the
+:class:`training.detection_module.DetectionModule` exactly as ``fit.fit`` does, on a batch of the
 training iterator (full augmentation), and prints
 
 * the per-operator table of one profiled batch (``mx.profiler``, ``aggregate_stats``):
@@ -120,7 +120,7 @@ def worker(cfg: dict) -> dict:
     from dataset.iterator import DetRecordIter
     from evaluate.eval_metric import MultiBoxMetric
     from symbol.symbol_factory import get_symbol_train
-    from detection_module import DetectionModule
+    from training.detection_module import DetectionModule
 
     network, size, batch_size = cfg["network"], cfg["size"], cfg["batch_size"]
     it = DetRecordIter(cfg["rec"], batch_size, size, mean_pixels=REFERENCE_MEAN,

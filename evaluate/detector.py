@@ -13,10 +13,10 @@ import cv2
 from config.mxnet_compat import mx
 import numpy as np
 
-from checkpoint import load_symbol_file
+from training.checkpoint import load_symbol_file
 from evaluate.evaluate_net import check_params, load_params, parse_data_shape
 # one image reader for the MXNet and the onnxruntime paths (that module imports no MXNet)
-from evaluate.onnx_detector import read_rgb as load_image  # noqa: F401  (demo.py, tests)
+from export.onnx_detector import read_rgb as load_image  # noqa: F401  (demo.py, tests)
 
 
 def preprocess(image: np.ndarray, data_shape: tuple[int, int],

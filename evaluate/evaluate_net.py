@@ -17,7 +17,7 @@ from config.mxnet_compat import mx
 import numpy as np
 
 from evaluate.eval_metric import MApMetric, VOC07MApMetric, describe_protocol
-from checkpoint import atomic_write, load_arg_aux, load_symbol_file
+from training.checkpoint import atomic_write, load_arg_aux, load_symbol_file
 from evaluate import refuse_flip_test_with_saved_graph
 from symbol.common import has_flip_test
 
@@ -405,7 +405,7 @@ def _bind_checkpoint(net: str, data_shape: tuple[int, int], num_classes: int, mo
 
 def _onnx_module(onnx_path: str, data_shape: tuple[int, int], num_classes: int):
     """An onnxruntime stand-in for the bound module, and the file's NMS settings."""
-    from evaluate.onnx_detector import OnnxDetector, OnnxModule
+    from export.onnx_detector import OnnxDetector, OnnxModule
     detector = OnnxDetector(onnx_path, data_shape, num_classes)
     meta = detector.meta
     logger.info("scoring %s with onnxruntime (mean %s, NMS %s, force %s, top-k %s: the file's)",

@@ -20,7 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from checkpoint import atomic_write
+from training.checkpoint import atomic_write
 from symbol.anchors import box_iou
 
 # size bands (upper edges, fraction of the photo side): small, medium, large

@@ -718,7 +718,7 @@ def test_deploy_truncated_params(truncated_checkpoint, capsys):
 
 def test_params_file_holding_a_list(tmp_path):
     """``mx.nd.save`` of a list is a valid NDArray file but not a checkpoint."""
-    import checkpoint
+    from training import checkpoint
     path = str(tmp_path / "list-0001.params")
     mx.nd.save(path, [mx.nd.zeros((2,))])
     with pytest.raises(ValueError, match=r"--pretrained x: .*list-0001\.params holds a list"):
@@ -782,7 +782,7 @@ def test_epoch_checkpoint_removes_older_interrupted(synth_data, tiny_checkpoint,
 
 
 def test_remove_stale_interrupted_keeps_a_newer_one(tmp_path):
-    import checkpoint
+    from training import checkpoint
     prefix = str(tmp_path / "p")
     for ext in ("params", "states"):
         (tmp_path / f"p-interrupted.{ext}").write_bytes(b"x")

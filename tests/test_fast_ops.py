@@ -246,7 +246,7 @@ def test_train_net_binds_the_fast_graph_and_saves_the_plain_one(synth_data, tmp_
 
 def test_optimizer_state_of_the_plain_graph_resumes_into_the_fast_one(tmp_path):
     """A .states file written before the fast head (plain parameter order) still resumes."""
-    from detection_module import DetectionModule
+    from training.detection_module import DetectionModule
 
     side, batch = 96, 2
     plain = get_symbol_train("tiny", side, 4, with_det=False)

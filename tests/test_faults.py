@@ -230,7 +230,7 @@ def root_logging():
 
 
 def test_train_bad_records_stop_and_skip(synth_data, tmp_path, capsys, root_logging):
-    import checkpoint
+    from training import checkpoint
     import train
 
     rec = copy_rec(synth_data.train_rec, tmp_path)
@@ -310,7 +310,7 @@ def _temporaries(folder) -> list[str]:
 
 def _assert_newest_loads(prefix: str) -> int | None:
     """The newest complete checkpoint loads: params (all arrays), states and card agree."""
-    import checkpoint
+    from training import checkpoint
 
     last = checkpoint.last_complete_epoch(prefix)
     if last is None:
@@ -385,7 +385,7 @@ def test_kill9_loop_newest_checkpoint_always_loads(synth_data, tmp_path):
 @pytest.mark.slow
 def test_size_limit_during_checkpoint_write(synth_data, tmp_path):
     """RLIMIT_FSIZE below the size of a .params file: one error line, epoch 1 intact, no tmp."""
-    import checkpoint
+    from training import checkpoint
 
     prefix_arg = str(tmp_path / "ssd")
     prefix = f"{prefix_arg}_tiny_64"
@@ -414,8 +414,8 @@ def test_disk_full_while_writing_states_removes_the_partial_epoch(tmp_path):
 
     from config.mxnet_compat import mx
 
-    import callbacks
-    import checkpoint
+    from training import callbacks
+    from training import checkpoint
 
     prefix = str(tmp_path / "ssd_tiny_64")
 
@@ -497,7 +497,7 @@ def test_size_limit_while_writing_evaluation_outputs(synth_data, tmp_path):
 # case 4: two runs on one prefix
 # --------------------------------------------------------------------------------------------
 def test_prefix_lock_refuses_another_process_and_dies_with_it(tmp_path):
-    import checkpoint
+    from training import checkpoint
 
     prefix = str(tmp_path / "ssd_tiny_64")
     holder = subprocess.Popen(
@@ -524,7 +524,7 @@ def test_prefix_lock_refuses_another_process_and_dies_with_it(tmp_path):
 def test_train_net_releases_the_prefix_lock_when_it_fails_before_training(synth_data, tmp_path):
     """An error between taking the lock and fit (here a batch larger than the record) must
     not keep the lock for the rest of the process (a library caller looping over train_net)."""
-    import checkpoint
+    from training import checkpoint
     from conftest import tiny_train_kwargs
     from train_net import train_net
 
@@ -538,7 +538,7 @@ def test_train_net_releases_the_prefix_lock_when_it_fails_before_training(synth_
 
 @pytest.mark.slow
 def test_second_run_on_the_same_prefix_refuses(synth_data, tmp_path):
-    import checkpoint
+    from training import checkpoint
 
     prefix_arg = str(tmp_path / "ssd")
     prefix = f"{prefix_arg}_tiny_64"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fit
-from detection_module import NonFiniteError
+from training.detection_module import NonFiniteError
 from evaluate.eval_metric import MultiBoxMetric
 from symbol.symbol_factory import get_symbol_train
 from conftest import tiny_train_kwargs

@@ -16,7 +16,7 @@ import pytest
 
 import deploy
 from evaluate.detector import Detector, load_image
-from evaluate.onnx_detector import OnnxDetector, match_detections
+from export.onnx_detector import OnnxDetector, match_detections
 from symbol.common import has_flip_test
 from symbol.symbol_factory import check_flip_test, get_symbol
 from tests.test_evaluate import load_cli

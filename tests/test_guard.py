@@ -11,8 +11,8 @@ from config.mxnet_compat import mx
 import numpy as np
 import pytest
 
-import detection_module
-from detection_module import DetectionModule
+from training import detection_module
+from training.detection_module import DetectionModule
 from symbol.symbol_factory import get_symbol_train
 
 

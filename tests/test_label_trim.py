@@ -13,7 +13,7 @@ import pytest
 
 from config.config import cfg
 from dataset.iterator import DetRecordIter
-from detection_module import LABEL_ROW_STEP, DetectionModule
+from training.detection_module import LABEL_ROW_STEP, DetectionModule
 from symbol.symbol_factory import get_symbol_train
 
 

@@ -274,7 +274,7 @@ PRETRAINED = [("vgg16_reduced", 300, 1), ("resnet50", 512, 0),
 @pytest.mark.parametrize("network,side,epoch", PRETRAINED)
 def test_original_pretrained_backbone_loads_every_parameter(network, side, epoch, tmp_path,
                                                             caplog):
-    from weights import load_start_params
+    from training.weights import load_start_params
     prefix = str(tmp_path / network)
     values = write_pretrained(f"{prefix}-{epoch:04d}.params", network)
     arg_shapes, aux_shapes = our_shapes(network, side)
@@ -667,7 +667,7 @@ def test_quantization_reads_original_checkpoint(synth_data, readers, tmp_path, c
 @pytest.mark.parametrize("mode", ["resume", "finetune", "pretrained"])
 def test_train_loads_original_checkpoint(synth_data, readers, mode, caplog):
     """Training's reader (weights.load_start_params) on both folders: the same arrays under our names."""
-    from weights import load_start_params
+    from training.weights import load_start_params
     arg_shapes, aux_shapes = our_shapes(READER_NET, READER_SIDE, synth_data.num_classes)
     loaded = {}
     for name in ("ours", "original"):

@@ -19,10 +19,10 @@ from onnx import helper
 
 import deploy
 from evaluate.detector import Detector, load_image
-from evaluate.onnx_detection import add_multibox_detection
-from evaluate.onnx_detector import OnnxDetector, match_detections
-from evaluate.onnx_export import PROJECT_VERSION, build_onnx_model
-from evaluate.onnx_graph import OPSET, OnnxGraph, value_info
+from export.onnx_detection import add_multibox_detection
+from export.onnx_detector import OnnxDetector, match_detections
+from export.onnx_file import PROJECT_VERSION, build_onnx_model
+from export.onnx_graph import OPSET, OnnxGraph, value_info
 from symbol.symbol_factory import get_symbol
 from tests.conftest import ONNX_SIDE
 from tests.test_evaluate import load_cli
@@ -352,7 +352,7 @@ def test_onnx_file_that_differs_from_the_flags(trained, synth_data, tmp_path, ca
 
 
 def test_failed_write_leaves_no_partial_file(trained, tmp_path, monkeypatch):
-    from checkpoint import FileWriteError
+    from training.checkpoint import FileWriteError
 
     def half_write(model, path):
         with open(path, "wb") as f:

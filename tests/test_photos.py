@@ -17,6 +17,7 @@ from dataset.image_info import boxes_to_stored, read_image_info
 from dataset.imdb import CheckReport
 from dataset.recordio_utils import count_records
 from dataset.pascal_voc import PascalVoc, parse_voc_xml
+from dataset import anchor_fit
 from symbol import anchors as anchor_tool
 from tools.prepare_dataset import format_summary, prepare_dataset
 
@@ -158,7 +159,7 @@ def test_coverage_counts_boxes_with_an_anchor_at_the_threshold():
     every = np.concatenate([layer["anchors"] for layer in layers])
     boxes = np.array([every[0], every[len(every) // 2], [0.0, 0.0, 0.02, 0.9]])
     boxes = np.clip(boxes, 0, 1)
-    result = anchor_tool.coverage(boxes, layers, thresh=0.5)
+    result = anchor_fit.coverage(boxes, layers, thresh=0.5)
     assert result["boxes"] == 3
     # the thin sliver matches no anchor; the two clipped anchor boxes match at least themselves
     best = anchor_tool.box_iou(boxes, every).max(axis=1)
@@ -171,9 +172,9 @@ def test_proposed_anchors_cover_more_small_boxes_than_the_preset():
     centres = rng.uniform(0.1, 0.9, size=(300, 2))
     sides = rng.uniform(0.04, 0.07, size=(300, 1)) * [1.0, 2.5]     # small, tall boxes
     boxes = np.clip(np.concatenate([centres - sides / 2, centres + sides / 2], axis=1), 0, 1)
-    before = anchor_tool.coverage(boxes, anchor_tool.layer_anchors("tiny", 160))
-    sizes, ratios = anchor_tool.propose_anchors(boxes, "tiny", 160)
-    after = anchor_tool.coverage(boxes, anchor_tool.layer_anchors("tiny", 160, sizes, ratios))
+    before = anchor_fit.coverage(boxes, anchor_tool.layer_anchors("tiny", 160))
+    sizes, ratios = anchor_fit.propose_anchors(boxes, "tiny", 160)
+    after = anchor_fit.coverage(boxes, anchor_tool.layer_anchors("tiny", 160, sizes, ratios))
     assert after["covered"] > before["covered"]
     assert ratios[0][0] == pytest.approx(0.4, rel=0.2)                   # width / height ~ 1/2.5
     assert all(a[0] <= b[0] for a, b in zip(sizes, sizes[1:]))         # sizes grow with the map
@@ -281,7 +282,7 @@ def test_average_checkpoints_means_every_array_and_names_a_missing_epoch(tmp_pat
 
 
 def test_anchors_flag_values_resolve_to_config_overrides(synth_data, tmp_path):
-    from symbol.anchors import coverage_lines, resolve_anchors
+    from dataset.anchor_fit import coverage_lines, resolve_anchors
     assert resolve_anchors("", "tiny", 160, synth_data.train_rec) == {}
     fitted = resolve_anchors("fit", "tiny", 160, synth_data.train_rec)
     assert set(fitted) == {"sizes", "ratios"} and len(fitted["sizes"]) == 5

@@ -4,7 +4,7 @@ SSD trains an anchor as a positive when its IoU with a ground-truth box is at le
 tool reads the boxes of a training ``.rec`` (or ``.lst``), builds the anchors of a preset at
 ``--data-shape`` with MXNet's own ``MultiBoxPrior``, and prints per feature layer how many boxes
 find an anchor with IoU >= ``--thresh`` there, then the same for anchors proposed by
-``symbol/anchors.py`` (ratios by k-means on the boxes' aspect, sizes by k-means on their area
+``dataset/anchor_fit.py`` (ratios by k-means on the boxes' aspect, sizes by k-means on their area
 then a search that only keeps changes raising the coverage; a preset that already covers every
 box keeps its sizes).
 
@@ -30,8 +30,8 @@ from config.runtime import setup_threads  # noqa: E402
 
 setup_threads()
 
-from symbol.anchors import (coverage, format_coverage, layer_anchors, load_anchor_file,  # noqa: E402
-                            load_boxes, propose_anchors)
+from dataset.anchor_fit import coverage, format_coverage, load_boxes, propose_anchors  # noqa: E402
+from symbol.anchors import layer_anchors, load_anchor_file  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:

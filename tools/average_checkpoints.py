@@ -29,7 +29,7 @@ setup_threads()
 
 from config.mxnet_compat import mx  # noqa: E402
 
-from checkpoint import atomic_write, load_param_file  # noqa: E402
+from training.checkpoint import atomic_write, load_param_file  # noqa: E402
 
 
 def parse_epochs(value: str) -> list[int]:

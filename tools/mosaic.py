@@ -25,7 +25,7 @@ from config.runtime import setup_threads  # noqa: E402
 
 setup_threads()
 
-from checkpoint import explain_write_failure  # noqa: E402
+from training.checkpoint import explain_write_failure  # noqa: E402
 from dataset.mosaic import write_mosaic_rec  # noqa: E402
 from dataset.recordio_utils import RecordWriteError  # noqa: E402
 

@@ -75,7 +75,7 @@ def pack_rec(lst_path: str, root: str, rec_path: str | None = None, num_thread: 
     """
     from config.mxnet_compat import mx  # after the caller's setup_threads()
 
-    from checkpoint import FileWriteError, explain_write_failure
+    from training.checkpoint import FileWriteError, explain_write_failure
 
     if num_thread < 1:
         raise ValueError(f"--num-thread {num_thread}: need at least 1")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = get_parser().parse_args(argv)
-    from checkpoint import FileWriteError  # imports mxnet: after setup_threads()
+    from training.checkpoint import FileWriteError  # imports mxnet: after setup_threads()
     try:
         pack_rec(args.lst, args.root, args.rec, args.num_thread, args.resize, args.quality)
     except (ValueError, FileNotFoundError) as err:

@@ -32,7 +32,7 @@ setup_threads()
 from config.mxnet_compat import mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from checkpoint import atomic_write  # noqa: E402
+from training.checkpoint import atomic_write  # noqa: E402
 from dataset.imdb import load_class_names  # noqa: E402
 from evaluate import add_anchors_arg, add_flip_test_arg  # noqa: E402
 from evaluate.photo_report import (analyse, format_report, pick_worst_best,  # noqa: E402

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    from checkpoint import FileWriteError  # imports mxnet: after setup_threads()
+    from training.checkpoint import FileWriteError  # imports mxnet: after setup_threads()
     try:
         summary = prepare_dataset(args.dataset, args.image_set, args.root, args.target,
                                   year=args.year, shuffle=args.shuffle, num_thread=args.num_thread,

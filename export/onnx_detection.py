@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from onnx import TensorProto, helper
 
-from evaluate.onnx_graph import OnnxGraph, value_info
+from export.onnx_graph import OnnxGraph, value_info
 
 
 def anchor_constants(anchors: np.ndarray) -> tuple[np.ndarray, ...]:

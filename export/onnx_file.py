@@ -3,9 +3,9 @@
 The file takes ``data``: float32 (N, 3, H, W) RGB pixels 0-255 already resized to the data
 shape (the mean subtraction is inside the graph) and gives ``detections``: float32 (N, K, 6)
 ``[class_id, score, xmin, ymin, xmax, ymax]``, corners in 0-1, class -1 on empty rows, K =
-min(nms_topk, anchors). The layers come from :mod:`evaluate.onnx_graph`, the anchors are
+min(nms_topk, anchors). The layers come from :mod:`export.onnx_graph`, the anchors are
 computed here by MXNet's ``MultiBoxPrior`` and stored as a constant, and ``MultiBoxDetection``
-is rebuilt by :mod:`evaluate.onnx_detection` with MXNet 1.9.1's semantics. The file passes
+is rebuilt by :mod:`export.onnx_detection` with MXNet 1.9.1's semantics. The file passes
 ``onnx.checker.check_model(full_check=True)`` and is written atomically.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from checkpoint import atomic_write
-from evaluate.onnx_detection import add_multibox_detection
+from training.checkpoint import atomic_write
+from export.onnx_detection import add_multibox_detection
 from symbol.common import has_flip_test
-from evaluate.onnx_graph import (OPSET, OnnxGraph, UnsupportedGraph, convert_layers, parse_attr,
+from export.onnx_graph import (OPSET, OnnxGraph, UnsupportedGraph, convert_layers, parse_attr,
                                  value_info)
 
 PROJECT_VERSION = "0.1.0"            # setup.py's version (tests/test_onnx.py keeps them equal)
@@ -153,7 +153,7 @@ def output_rows(det: dict, anchors: np.ndarray) -> int:
 
 def export_metadata(network: str, data_shape: tuple[int, int], class_names: Sequence[str],
                     mean_pixels: Sequence[float], source: str) -> dict[str, str]:
-    """The metadata stored in the file (read back by ``evaluate.onnx_detector``)."""
+    """The metadata stored in the file (read back by ``export.onnx_detector``)."""
     return {"network": network, "data_shape": f"3,{data_shape[0]},{data_shape[1]}",
             "num_classes": str(len(class_names)), "class_names": json.dumps(list(class_names)),
             "mean_pixels": json.dumps([float(m) for m in mean_pixels]),

@@ -30,7 +30,7 @@ def onnx_threads() -> int:
 
 
 def read_metadata(session, onnx_path: str) -> dict:
-    """The file's metadata (``evaluate.onnx_export.export_metadata``), parsed.
+    """The file's metadata (``export.onnx_file.export_metadata``), parsed.
 
     Raises
     ------

@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Any
 
-import checkpoint
+from training import checkpoint
 from symbol.legacy import describe_pretrained
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 from config.mxnet_compat import mx
 import numpy as np
 
-from checkpoint import (BEST, INTERRUPTED, FileWriteError, atomic_write, checkpoint_path,
+from training.checkpoint import (BEST, INTERRUPTED, FileWriteError, atomic_write, checkpoint_path,
                         last_complete_epoch, load_card, remove_stale_interrupted, save_json,
                         save_params)
 

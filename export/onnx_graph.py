@@ -249,7 +249,7 @@ def convert_node(g: OnnxGraph, node: dict, inputs: list[str],
     """Add the ONNX form of one MXNet node (its inputs already named); returns its output.
 
     ``out_shapes``: node name -> (output shape at batch 1, at batch 2), for reshapes with
-    MXNet's special codes (``onnx_export.batch_shapes``).
+    MXNet's special codes (``export.onnx_file.batch_shapes``).
     """
     attrs = node.get("attrs", node.get("attr", node.get("param", {}))) or {}
     op = node["op"]
