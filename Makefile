@@ -1,13 +1,16 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   environment + synthetic VOC data + .rec + train a small SSD on CPU + mAP + pictures
 #   make test   environment + the whole test suite (what CI runs)
-#   make photos environment + a folder of labelled photos (PHOTOS=: VOC devkit, LabelImg folder,
-#               COCO JSON or YOLO text) -> trained detector + mAP + report + pictures
+#   make photos environment + labelled photos -> trained detector + mAP + report + pictures:
+#               with no PHOTOS=, the public raccoon sample set (downloaded once into data/,
+#               checked file by file); PHOTOS=folder trains on your own folder in any common
+#               export layout (README "Your photos"). SAMPLE_URL= points the download elsewhere.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO   ?= output/demo
-PHOTOS ?= ../shared/data/raccoon
+PHOTOS ?=
+SAMPLE_URL ?=
 # Python versions the project runs on (tested: 3.11, 3.12, 3.13). The check below is plain
 # enough for any Python that might answer to $(PYTHON), 2.7 included.
 MIN_PY := 3.9
@@ -43,7 +46,8 @@ demo: venv
 	MPLBACKEND=Agg $(PY) -m tools.run_demo --workdir $(DEMO)
 
 photos: venv
-	MPLBACKEND=Agg $(PY) tools/train_photos.py $(PHOTOS) --workdir output/photos
+	MPLBACKEND=Agg $(PY) tools/train_photos.py $(if $(PHOTOS),$(PHOTOS),--sample raccoon \
+		$(if $(SAMPLE_URL),--sample-url $(SAMPLE_URL))) --workdir output/photos
 
 test: venv
 	MPLBACKEND=Agg $(PY) -m pytest -q

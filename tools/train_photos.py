@@ -27,8 +27,9 @@ Steps (each one the project's real command-line tool, echoed as it runs):
 
 The recipe and every run that chose it: docs/RECIPE.md, "Real photographs". Examples::
 
-    python tools/train_photos.py ../shared/data/raccoon --workdir output/photos
-    python tools/train_photos.py ../shared/data/cards --minutes 10
+    python tools/train_photos.py --sample raccoon       # a public set, downloaded once
+    python tools/train_photos.py path/to/photos --workdir output/photos
+    python tools/train_photos.py path/to/photos --minutes 10
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ if __package__ in (None, ""):       # run by path: make the repository root impo
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 from dataset.imdb import load_class_names  # noqa: E402
+from dataset.sample_sets import SAMPLES, SampleError, fetch_sample  # noqa: E402
 from dataset.photo_folder import (FORMATS, PhotoLayout, data_class_names,  # noqa: E402
                                   detect_layout)
 from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, stop on failure)
@@ -95,6 +97,14 @@ def get_parser() -> argparse.ArgumentParser:
                         "XML side by side), COCO JSON or YOLO text (dataset/photo_folder.py)")
     p.add_argument("--voc-root", default=None,
                    help="a VOC devkit (the earlier flag): the same as DATA with --format voc")
+    p.add_argument("--sample", default=None, choices=sorted(SAMPLES),
+                   help="instead of DATA: download a public sample set once (checked against "
+                        "its sha256 manifest, kept in --data-dir) and train on it as it is "
+                        "published; `make photos` with no PHOTOS= does this")
+    p.add_argument("--sample-url", default=None,
+                   help="another address of the sample's archive (a mirror)")
+    p.add_argument("--data-dir", default="data",
+                   help="where --sample keeps the downloaded set")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
                    help="layout of DATA; auto: detected from the folder")
     p.add_argument("--year", default=None, help="VOC<year> folder (voc; default: detected)")
@@ -274,9 +284,11 @@ def still_rising(curve: dict[int, float], num_boxes: int) -> bool:
 
 def resolve_layout(args: argparse.Namespace) -> PhotoLayout:
     """The data layout from DATA / --voc-root / --format and the set overrides."""
-    if bool(args.data) == bool(args.voc_root):
-        raise ValueError("give the folder of labelled photos once: DATA (any format) or "
-                         "--voc-root (a VOC devkit)")
+    if (bool(args.data) + bool(args.voc_root) + bool(args.sample)) != 1:
+        raise ValueError("give the labelled photos once: DATA (a folder, any layout), "
+                         "--voc-root (a VOC devkit) or --sample NAME (a public sample set)")
+    if args.sample:
+        args.data = str(fetch_sample(args.sample, args.data_dir, args.sample_url))
     layout = detect_layout(os.path.abspath(args.data or args.voc_root),
                            "voc" if args.voc_root else args.format)
     if args.year:
@@ -357,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         layout = resolve_layout(args)
         names = resolve_class_names(args, layout)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, SampleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"data: {layout.description}", flush=True)
