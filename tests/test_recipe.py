@@ -11,7 +11,7 @@ import pytest
 import demo
 import train
 from symbol.symbol_factory import get_config, list_networks, list_shapes
-from benchmarks import recipe_sweep
+from benchmarks import sweep
 from tools import make_synthetic_voc, plot_log, run_demo
 from tools.run_demo import RECIPE
 
@@ -121,29 +121,28 @@ def test_sweep_reads_epoch_times_and_map_from_a_train_log():
            "2026 Node[0] Epoch[1] Time cost=9.5\n"
            "2026 Node[0] Epoch[1] Validation-mAP=0.5\n"
            "2026 Node[0] Epoch[2] Time cost=9.0\n")
-    history = recipe_sweep.parse_train_log(log)
+    history = sweep.parse_train_log(log)
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert [h["time"] for h in history] == [10.5, 9.5, 9.0]
     assert [h["map"] for h in history] == [0.25, 0.5, None]
 
 
 def test_sweep_variants_parse_as_train_flags(tmp_path):
-    for name in recipe_sweep.VARIANTS:
-        augment, argv = recipe_sweep.variant_argv(name, tmp_path, 16, tmp_path,
-                                                  "circle,square")
+    for name in sweep.RECIPE_VARIANTS:
+        augment, argv = sweep.recipe_argv(name, tmp_path, 16, tmp_path, "circle,square")
         assert augment in ("ssd", "light", "none")
         args = train.get_parser().parse_args(argv)
         assert args.end_epoch == 16 and args.num_class == 2
         steps = [int(s) for s in args.lr_refactor_step.split(",")]
         assert steps == sorted(steps) and steps[-1] < 16
-    recipe_flags = dict(zip(*[iter(recipe_sweep.variant_argv("recipe", tmp_path, 16, tmp_path,
-                                                             "a")[1])] * 2))
+    recipe_flags = dict(zip(*[iter(sweep.recipe_argv("recipe", tmp_path, 16, tmp_path,
+                                                      "a")[1])] * 2))
     for flag, key in (("--batch-size", "batch_size"), ("--lr", "lr"), ("--lr-steps", "lr_steps"),
                       ("--data-shape", "data_shape"), ("--seed", "seed")):
         assert recipe_flags[flag] == str(RECIPE[key]), flag   # the sweep's recipe is the demo's
-    assert recipe_sweep.VARIANTS["recipe"][0] == RECIPE["augment"]
+    assert sweep.RECIPE_VARIANTS["recipe"][0] == RECIPE["augment"]
     with pytest.raises(ValueError, match="unknown variant 'nope'"):
-        recipe_sweep.variant_argv("nope", tmp_path, 10, tmp_path, "a")
+        sweep.recipe_argv("nope", tmp_path, 10, tmp_path, "a")
 
 
 def test_sweep_children_override_every_size_of_the_named_presets(monkeypatch):
@@ -153,7 +152,7 @@ def test_sweep_children_override_every_size_of_the_named_presets(monkeypatch):
     monkeypatch.setattr(symbol_factory, "PRESETS", presets)
     before = {side: dict(p) for side, p in presets["tiny"].items()}
     untouched = presets["vgg16_reduced"]
-    recipe_sweep.override_presets(("tiny",), {"normalizations": -1, "new_key": [1, 2]})
+    sweep.override_presets(("tiny",), {"normalizations": -1, "new_key": [1, 2]})
     for side, preset in presets["tiny"].items():
         assert preset == {**before[side], "normalizations": -1, "new_key": [1, 2]}
         assert preset is not before[side]
