@@ -184,7 +184,7 @@ def test_fitted_anchors_are_exported():
                                           ("vgg16_reduced", 300)])
 def test_zoo_layers_match_mxnet(network, side):
     """Grouped convolutions, average pooling, ceil pooling, L2Normalization (the ResNets:
-    benchmarks/onnx_zoo.py)."""
+    python -m benchmarks.onnx_check --zoo)."""
     check_layers(network, side)
 
 
