@@ -31,14 +31,19 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the timings; returns the exit status."""
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rec", help=".rec file (with its .idx)")
     parser.add_argument("--data-shape", type=int, default=300, help="MXNet read side (default 300)")
     parser.add_argument("--batch-size", type=int, default=32, help="MXNet batch (default 32)")
     parser.add_argument("--repeat", type=int, default=2, help="best of N runs (default 2)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the timings; returns the exit status."""
+    args = get_parser().parse_args(argv)
     setup_threads()
     from dataset.iterator import DetRecordIter
     from dataset.record_check import check_records, scan_records
