@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run by path (python tools/x.py): make the repos
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The recommended CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/recipe_sweep.py).
+# The recommended CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/sweep.py recipe).
 RECIPE = {
     "network": "tiny",      # BatchNorm backbone; anchor sizes ~3x the anchor step of each map
     "data_shape": 160,      # images are packed at this side (prepare_dataset --resize)

@@ -53,7 +53,7 @@ from dataset.photo_folder import (FORMATS, PhotoLayout, data_class_names,  # noq
                                   detect_layout)
 from tools.run_demo import run  # noqa: E402  (echo a step, stream its output, stop on failure)
 
-# The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/photo_sweep.py).
+# The real-photo CPU recipe (chosen by measurement: docs/RECIPE.md, benchmarks/sweep.py photo).
 PHOTO_RECIPE = {
     "network": "tiny_photo",  # tiny with BatchNorm in the extra layers: every conv normalised
     "data_shape": 256,      # photos need more pixels than the synthetic shapes' 160
