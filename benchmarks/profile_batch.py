@@ -19,9 +19,20 @@ training iterator (full augmentation), and prints
 The loop rows (``loop: ...``) run ``--loop-batches`` consecutive batches without waiting in
 between (as ``Module.fit`` does) and wait at the end, rounds interleaved, median of rounds.
 
+Then the step table (issue 36): the loop as training runs it (batches read from the record by
+the iterator while the network computes, as ``fit`` does) split into its parts, each timed
+alone in the same process: what reading the data costs the loop (decode + augment beyond what
+overlaps the compute), the network's forward, ``MultiBoxTarget`` (its share of the profiled
+operator time), backward, update, the training metric, and the rest (Python and waits, the
+loop's time that none of the parts explains). Below it, the compute limit: every convolution
+of the graph alone (each on an input of its real shape, forward + backward, as training runs
+it) in float32 and, where the processor runs it, bfloat16 (``amp.convert_symbol``); a CPU
+without bf16 kernels says why in one line. ``loop / limit`` is the loop's time per batch over
+the faster of the two: how far the loop is from the convolutions' own cost.
+
 Example::
 
-    python -m benchmarks.profile_batch --preset tiny:160:32 --rounds 3
+    python -m benchmarks.profile_batch --preset tiny_photo:256:8 --preset tiny:160:8 --rounds 3
 """
 from __future__ import annotations
 
@@ -60,8 +71,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Profile one SSD training batch per preset and time "
                                             "the per-batch extras of the training loop")
     p.add_argument("--preset", dest="presets", type=_preset, action="append",
-                   help="NETWORK:SIZE:BATCH, repeatable (default: resnet50:300:8, "
-                        "vgg16_reduced:300:8, tiny:160:32)")
+                   help="NETWORK:SIZE:BATCH, repeatable (default: tiny_photo:256:8 and "
+                        "tiny:160:8, the photo and demo recipes)")
     p.add_argument("--rec", type=str, default="",
                    help="training record; '' generates a synthetic one per size (default: '')")
     p.add_argument("--num-class", dest="num_class", type=int, default=4,
@@ -154,7 +165,139 @@ def worker(cfg: dict) -> dict:
 
     if cfg["mode"] == "profile":
         return _profile(cfg, step, batches)
-    return _time(cfg, module, sym, it, batches, metric, step)
+    result = _time(cfg, module, sym, it, batches, metric, step)
+    result["stages"] = _stages(cfg, module, it, batches, metric, step)
+    result["limit"] = conv_limit(sym, batches[0].data[0].shape, cfg["rounds"])
+    return result
+
+
+def _stages(cfg: dict, module: Any, it: Any, batches: list, metric: Any, step: Any) -> dict:
+    """Seconds per batch of the training loop with real data, and of each part timed alone."""
+    from config.mxnet_compat import mx
+    n = cfg["loop_batches"] or (2 if cfg["size"] >= 300 else 10)
+    parts: dict[str, list[float]] = {k: [] for k in
+                                     ("loop_data", "data", "forward", "backward", "update",
+                                      "metric")}
+
+    def timed(fn: Any) -> float:
+        mx.nd.waitall()
+        tic = time.perf_counter()
+        fn()
+        mx.nd.waitall()
+        return time.perf_counter() - tic
+
+    def next_batch() -> Any:
+        try:
+            return it.next()
+        except StopIteration:
+            it.reset()
+            return it.next()
+
+    for _ in range(cfg["rounds"]):
+        it.reset()
+        mx.nd.waitall()
+        tic = time.perf_counter()
+        for _ in range(n):                   # as fit: read, step; the read-ahead overlaps
+            step(next_batch(), True)
+        mx.nd.waitall()
+        parts["loop_data"].append((time.perf_counter() - tic) / n)
+        it.reset()
+        tic = time.perf_counter()
+        for _ in range(n):                   # the iterator alone (its decoding threads)
+            next_batch()
+        parts["data"].append((time.perf_counter() - tic) / n)
+        for k in range(n):
+            batch = batches[k % 2]
+            parts["forward"].append(timed(lambda: module.forward(batch, is_train=True)))
+            parts["backward"].append(timed(module.backward))
+            parts["update"].append(timed(module.update))
+            parts["metric"].append(timed(lambda: module.update_metric(metric, batch.label)))
+    return {name: _median(values) for name, values in parts.items()}
+
+
+def conv_shapes(sym: Any, data_shape: tuple) -> list[tuple[dict, tuple]]:
+    """(attributes, input shape) of every Convolution of ``sym`` at ``data_shape``."""
+    nodes = json.loads(sym.tojson())["nodes"]
+    internals = sym.get_internals()
+    found = []
+    for node in nodes:
+        if node["op"] != "Convolution":
+            continue
+        source = internals[node["name"] + "_output"].get_children()[0]
+        _, shapes, _ = source.infer_shape_partial(data=data_shape)
+        found.append((dict(node.get("attrs", {})), tuple(shapes[0])))
+    return found
+
+
+def conv_limit(sym: Any, data_shape: tuple, rounds: int = 3) -> dict:
+    """Forward + backward of the graph's convolutions alone, float32 and bfloat16.
+
+    Each convolution gets an input of its real shape; the first (on the image) computes no
+    input gradient, as in training. Returns ``float32_s``, ``bfloat16_s`` (or None) and
+    ``bfloat16_note`` (why there is no figure, when there is none).
+    """
+    from config.mxnet_compat import mx
+    outputs, grad_req = [], {}
+    for k, (attrs, shape) in enumerate(conv_shapes(sym, data_shape)):
+        x = mx.sym.Variable(f"conv{k}_in", shape=shape)
+        kwargs = {key: attrs[key] for key in ("kernel", "stride", "pad", "num_filter",
+                                              "num_group", "dilate", "no_bias") if key in attrs}
+        y = mx.sym.Convolution(x, name=f"conv{k}", **kwargs)
+        outputs.append(mx.sym.MakeLoss(mx.sym.mean(y)))
+        grad_req[f"conv{k}_in"] = "null" if k == 0 else "write"
+    graph = mx.sym.Group(outputs)
+
+    def bind(symbol: Any) -> Any:
+        args = symbol.list_arguments()
+        exe = symbol.simple_bind(mx.cpu(), grad_req={a: grad_req.get(a, "write") for a in args},
+                                 type_dict={a: "float32" for a in args})
+        for array in exe.arg_dict.values():
+            array[:] = mx.nd.random.uniform(-0.1, 0.1, array.shape)
+        return exe
+
+    def measure(exe: Any) -> list[float]:
+        times = []
+        for k in range(2 + 3):
+            mx.nd.waitall()
+            tic = time.perf_counter()
+            exe.forward(is_train=True)
+            exe.backward()
+            mx.nd.waitall()
+            if k >= 2:                       # two warm-up passes (allocations, primitives)
+                times.append(time.perf_counter() - tic)
+        return times
+
+    executors = {"float32": bind(graph)}
+    note = ""
+    try:
+        from mxnet.contrib import amp
+        executors["bfloat16"] = bind(amp.convert_symbol(graph, target_dtype="bfloat16",
+                                                        cast_optional_params=False))
+        measure(executors["bfloat16"])
+    except Exception as err:                 # noqa: BLE001 (MXNetError: no kernel here)
+        executors.pop("bfloat16", None)
+        flags = _cpu_flags()
+        note = (f"bfloat16 unavailable on this CPU ({'has' if 'avx512_bf16' in flags else 'no'} "
+                f"avx512_bf16): {str(err).strip().splitlines()[0][:120]}")
+    times: dict[str, list[float]] = {name: [] for name in executors}
+    for _ in range(rounds):                  # interleaved
+        for name, exe in executors.items():
+            times[name] += measure(exe)
+    return {"convolutions": len(outputs), "float32_s": _median(times["float32"]),
+            "bfloat16_s": _median(times["bfloat16"]) if "bfloat16" in times else None,
+            "bfloat16_note": note}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
 
 
 def _profile(cfg: dict, step: Any, batches: list) -> dict:
@@ -326,7 +469,50 @@ def format_result(r: dict, top: int = 15) -> str:
     for name, seconds in r["multibox_target_s"].items():
         lines.append(f"  MultiBoxTarget fwd, {name:22s} {seconds * 1000:8.2f} ms  "
                      f"{seconds / r['batch_s']:7.2%}")
+    lines += format_steps(r)
     return "\n".join(lines)
+
+
+def step_table(r: dict) -> list[tuple[str, float]]:
+    """(part, seconds per batch) of the loop with real data; the parts add up to the loop.
+
+    ``MultiBoxTarget`` is its share of the profiled operator time applied to the forward +
+    backward time; it is taken out of the forward (where the operator runs).
+    """
+    st = r["stages"]
+    target_ms = sum(row["ms"] for row in r["ops"] if "MultiBoxTarget" in row["op"])
+    target_s = target_ms / r["op_total_ms"] * (st["forward"] + st["backward"])
+    loop_no_data = _median(r["loop_guarded_s"])
+    parts = [("data (decode + augment) in the loop", st["loop_data"] - loop_no_data),
+             ("forward (network)", st["forward"] - target_s),
+             ("MultiBoxTarget", target_s),
+             ("backward", st["backward"]),
+             ("update (SGD + guard)", st["update"]),
+             ("training metric", st["metric"])]
+    parts.append(("Python and waits (the rest)", st["loop_data"] - sum(v for _, v in parts)))
+    return parts
+
+
+def format_steps(r: dict) -> list[str]:
+    """The step table, the compute limit and loop / limit, as text lines."""
+    st, limit = r["stages"], r["limit"]
+    loop = st["loop_data"]
+    lines = [f"step of the training loop with real data: {loop * 1000:.1f} ms a batch "
+             f"(the iterator alone: {st['data'] * 1000:.1f} ms a batch)",
+             f"  {'part':40s} {'ms':>9s} {'share':>7s}"]
+    for name, seconds in step_table(r):
+        lines.append(f"  {name:40s} {seconds * 1000:9.2f} {seconds / loop:7.1%}")
+    lines.append(f"compute limit: the {limit['convolutions']} convolutions alone, forward + "
+                 f"backward: float32 {limit['float32_s'] * 1000:.1f} ms")
+    best = limit["float32_s"]
+    if limit["bfloat16_s"] is not None:
+        lines[-1] += (f", bfloat16 {limit['bfloat16_s'] * 1000:.1f} ms "
+                      f"({limit['float32_s'] / limit['bfloat16_s']:.2f}x)")
+        best = min(best, limit["bfloat16_s"])
+    else:
+        lines.append(f"  {limit['bfloat16_note']}")
+    lines.append(f"loop / limit {loop / best:.2f}")
+    return lines
 
 
 def _spawn(cfg: dict, workdir: str) -> dict:
@@ -359,8 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--rounds {args.rounds}: must be >= 1")
     if args.rec and not os.path.isfile(args.rec):
         raise SystemExit(f"--rec {args.rec}: no such file")
-    presets = args.presets or [("resnet50", 300, 8), ("vgg16_reduced", 300, 8),
-                               ("tiny", 160, 32)]
+    presets = args.presets or [("tiny_photo", 256, 8), ("tiny", 160, 8)]
     results = []
     with tempfile.TemporaryDirectory(prefix="profile_batch_") as workdir:
         recs: dict[int, str] = {}

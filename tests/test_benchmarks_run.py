@@ -199,6 +199,17 @@ def test_profile_batch(synth_data):
     assert "Convolution" in ops and "_contrib_MultiBoxTarget" in ops
     assert re.search(rf"^loop, guard now\s+({FLOAT}) s", out, re.M)
     assert re.search(rf"MultiBoxTarget fwd, original 350 .*\s({FLOAT}) ms", out)
+    # the step table: its parts add up to the loop with real data, and loop / limit is printed
+    loop = re.search(rf"^step of the training loop with real data: ({FLOAT}) ms a batch", out, re.M)
+    parts = re.findall(rf"^  (data \(decode|forward \(network|MultiBoxTarget|backward|update|"
+                       rf"training metric|Python and waits)[^\n]*?\s(-?{FLOAT})\s+(-?{FLOAT})%$",
+                       out, re.M)
+    assert loop and len(parts) == 7, out
+    assert sum(float(ms) for _, ms, _ in parts) == pytest.approx(float(loop.group(1)), rel=0.01)
+    assert re.search(rf"^compute limit: the \d+ convolutions alone, forward \+ backward: "
+                     rf"float32 {FLOAT} ms", out, re.M)
+    ratio = re.search(rf"^loop / limit ({FLOAT})$", out, re.M)
+    assert ratio and float(ratio.group(1)) > 0
 
 
 @pytest.fixture(scope="module")
