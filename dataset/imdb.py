@@ -3,7 +3,14 @@
 A reader subclass fills ``image_set_index`` (one id per image), ``labels`` (one float32 array
 per image, rows ``[cls, x1, y1, x2, y2(, difficult)]`` normalised to [0, 1]) and implements
 ``image_path_from_index``. Problems found while reading (boxes clipped or dropped, images with
-no objects) are counted in ``report`` so that tools can print one summary.
+no objects, photos and annotation files that have no partner) are counted in ``report`` so that
+tools can print one summary.
+
+An image with no objects is left out of the ``.lst`` (the original behaviour) or, with
+``save_imglist(backgrounds=True)``, kept as a background: its label holds one placeholder row
+``BACKGROUND_ROW`` (class -1, an empty box). MXNet's ``ImageDetRecordIter`` refuses a label
+without any object row and drops rows of no area, so the photo trains as pure background; the
+project's own record readers drop rows of class < 0 as padding.
 """
 from __future__ import annotations
 
@@ -20,6 +27,13 @@ logger = logging.getLogger(__name__)
 # Magic numbers of the image formats OpenCV decodes that we accept in a dataset.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"RIFF")
 
+# the one row of a background photo's label: class -1 (padding to every reader), no area
+BACKGROUND_ROW = (-1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+# kinds of files left out because their partner is missing (``CheckReport.unmatched``)
+PHOTO_WITHOUT_ANNOTATION = "photo(s) without an annotation"
+ANNOTATION_WITHOUT_PHOTO = "annotation(s) without a photo"
+
 # class-name files in dataset/names (paths from the repository root)
 SHIPPED_NAMES = ("dataset/names/pascal_voc.names (VOC, 20)", "dataset/names/mscoco.names (COCO, 80)")
 
@@ -35,6 +49,9 @@ class CheckReport:
     skipped_images: list[tuple[str, str]] = field(default_factory=list)   # (path, why)
     notes_by_kind: Counter = field(default_factory=Counter)   # photo fixes applied, by kind
     messages: list[str] = field(default_factory=list)
+    backgrounds: list[str] = field(default_factory=list)     # images without objects, kept
+    unmatched: Counter = field(default_factory=Counter)      # files left out: no partner
+    unmatched_examples: dict[str, str] = field(default_factory=dict)   # the first of each kind
 
     def note(self, message: str) -> None:
         """Record one problem (also logged at debug level)."""
@@ -51,6 +68,15 @@ class CheckReport:
         self.notes_by_kind[kind] += 1
         self.note(message)
 
+    def left_out(self, kind: str, path: str) -> None:
+        """Record a photo or annotation file left out because its partner is missing.
+
+        ``kind`` is ``PHOTO_WITHOUT_ANNOTATION`` or ``ANNOTATION_WITHOUT_PHOTO``.
+        """
+        self.unmatched[kind] += 1
+        self.unmatched_examples.setdefault(kind, path)
+        self.note(f"{path}: left out, one of the {kind}")
+
     def merge(self, other: "CheckReport") -> None:
         """Add the counts of ``other`` to this report."""
         self.clipped_boxes += other.clipped_boxes
@@ -60,6 +86,11 @@ class CheckReport:
         self.skipped_images.extend(other.skipped_images)
         self.notes_by_kind.update(other.notes_by_kind)
         self.messages.extend(other.messages)
+        self.backgrounds.extend(other.backgrounds)
+        for kind, count in other.unmatched.items():
+            self.unmatched[kind] += count
+            if kind in other.unmatched_examples:
+                self.unmatched_examples.setdefault(kind, other.unmatched_examples[kind])
 
 
 class SkippedImage(ValueError):
@@ -177,7 +208,8 @@ class Imdb:
             check_image_file(self.image_path_from_index(i))
 
     def save_imglist(self, fname: str, root: str | None = None, shuffle: bool = False,
-                     skip_empty: bool = True, seed: int | None = None) -> int:
+                     skip_empty: bool = True, seed: int | None = None,
+                     backgrounds: bool = False) -> int:
         """Write the detection ``.lst`` file (REFERENCE §3.1).
 
         Parameters
@@ -193,6 +225,9 @@ class Imdb:
             ``report.empty_images``. If False, an image with no objects raises ValueError.
         seed : int, optional
             Seed of the shuffle.
+        backgrounds : bool
+            Keep images with no objects as backgrounds (``BACKGROUND_ROW``, module docstring),
+            listed in ``report.backgrounds``; overrides ``skip_empty``.
 
         Returns
         -------
@@ -202,18 +237,25 @@ class Imdb:
         order = np.arange(self.num_images)
         if shuffle:
             np.random.default_rng(seed).shuffle(order)
-        lines = []
+        lines, with_objects = [], 0
         for i in order:
             label = self.label_from_index(int(i))
             path = self.image_path_from_index(int(i))
             if label.size == 0:
-                if not skip_empty:
+                if backgrounds:
+                    self.report.backgrounds.append(path)
+                    width = label.shape[1] if label.ndim == 2 and label.shape[1] in (5, 6) else 6
+                    label = np.array([BACKGROUND_ROW[:width]], dtype=np.float32)
+                elif not skip_empty:
                     raise ValueError(f"image {path} has no objects")
-                self.report.empty_images.append(path)
-                continue
+                else:
+                    self.report.empty_images.append(path)
+                    continue
+            else:
+                with_objects += 1
             relpath = os.path.relpath(path, root) if root else path
             lines.append(format_lst_line(len(lines), label, relpath))
-        if not lines:
+        if not with_objects:
             raise ValueError(f"no image with objects in {self.name}: nothing to write to {fname}")
         os.makedirs(os.path.dirname(os.path.abspath(fname)), exist_ok=True)
         with open(fname, "w") as f:
@@ -251,6 +293,10 @@ class Imdb:
             "dropped_boxes": self.report.dropped_boxes,
             "ignored_unknown": self.report.ignored_unknown,
             "empty_images": len(self.report.empty_images),
+            "backgrounds": len(self.report.backgrounds),
+            "left_out": {kind: {"count": count,
+                                "example": self.report.unmatched_examples.get(kind, "")}
+                         for kind, count in self.report.unmatched.items()},
             "box_size_histogram": box_size_histogram(self.labels),
             "skipped_images": [list(item) for item in self.report.skipped_images],
             "fixes": dict(self.report.notes_by_kind),

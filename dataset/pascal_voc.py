@@ -36,11 +36,13 @@ VOC_NAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "names
 _ASPECT_TOLERANCE = 0.02
 
 
-def _reconcile_size(xml_path: str, xml_size: tuple[float, float] | None, image: ImageInfo,
-                    report: CheckReport) -> tuple[float, float, int]:
-    """(width, height) to normalise the XML's pixels by, and the orientation to undo (1: none).
+def reconcile_size(xml_path: str, xml_size: tuple[float, float] | None, image: ImageInfo,
+                   report: CheckReport) -> tuple[float, float, int]:
+    """(width, height) to normalise the annotation's pixels by, and the orientation to undo
+    (1: none), from the size the annotation file declares (``xml_path``: the file, named in
+    the messages; ``xml_size`` None: none declared) and the photo's header.
 
-    Raises SkippedImage when the XML size cannot describe this image.
+    Raises SkippedImage when the declared size cannot describe this image.
     """
     stored = (float(image.width), float(image.height))
     if xml_size is None:
@@ -62,6 +64,29 @@ def _reconcile_size(xml_path: str, xml_size: tuple[float, float] | None, image: 
         return xml_size[0], xml_size[1], 1
     raise SkippedImage(f"<size> {xml_size[0]:g}x{xml_size[1]:g} in {xml_path} matches neither "
                        f"the image's {image.width}x{image.height} nor its EXIF-turned size")
+
+
+def photo_info(path: str, report: CheckReport) -> ImageInfo | None:
+    """Header facts of a photo for the box checks, its quirks counted in ``report``.
+
+    Returns None when the file is missing or no image (``Imdb.check_images`` names it later).
+
+    Raises
+    ------
+    SkippedImage
+        A truncated JPEG (its bottom rows would decode grey).
+    """
+    try:
+        image = read_image_info(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    if image.mode != "RGB" or image.format != "JPEG":
+        report.fixed(f"{image.format} {image.mode} image(s) decoded as 3-channel colour",
+                     f"{path}: {image.format} {image.mode} image")
+    if image.truncated:
+        raise SkippedImage("truncated JPEG (no end-of-image marker): its bottom rows would "
+                           "decode grey")
+    return image
 
 
 def parse_voc_xml(xml_path: str, classes: list[str], report: CheckReport,
@@ -115,7 +140,7 @@ def parse_voc_xml(xml_path: str, classes: list[str], report: CheckReport,
     orientation = 1
     if image is not None:
         xml_size = (width, height) if width > 0 and height > 0 else None
-        width, height, orientation = _reconcile_size(xml_path, xml_size, image, report)
+        width, height, orientation = reconcile_size(xml_path, xml_size, image, report)
     rows = []
     for k, obj in enumerate(root.findall("object")):
         where = f"{xml_path}, object {k}"
@@ -196,16 +221,7 @@ class PascalVoc(Imdb):
         for image_id in self.image_set_index:
             path = self._image_paths[image_id]
             try:
-                image = read_image_info(path)
-            except (FileNotFoundError, ValueError):
-                image = None     # Imdb.check_images names the missing or broken file
-            if image is not None and (image.mode != "RGB" or image.format != "JPEG"):
-                self.report.fixed(f"{image.format} {image.mode} image(s) decoded as 3-channel "
-                                  "colour", f"{path}: {image.format} {image.mode} image")
-            try:
-                if image is not None and image.truncated:
-                    raise SkippedImage("truncated JPEG (no end-of-image marker): its bottom "
-                                       "rows would decode grey")
+                image = photo_info(path, self.report)
                 label = parse_voc_xml(self._annotation_path(image_id), self.classes,
                                       self.report, ignore_unknown, image=image)
             except SkippedImage as why:

@@ -1,21 +1,25 @@
 """Folders of labelled photos as users bring them: what format, which sets, which classes.
 
-Four layouts are recognised (``detect_layout``), each read by the project's readers through
-``tools/prepare_dataset.py``:
+Four layouts of the project's own readers are recognised first (``detect_layout``), each read
+through ``tools/prepare_dataset.py``:
 
 * ``voc``: a VOC devkit (``<root>/VOCdevkit/VOC<year>`` or ``<root>/VOC<year>``, with
   ``ImageSets/Main/{trainval|train}.txt`` and ``{test|val}.txt``);
 * ``labelimg``: photos with their LabelImg XML side by side (``IMG_1.JPG`` + ``IMG_1.xml``),
   either in a ``train/`` and a ``test/`` (or ``val/``) subfolder, directly or under
   ``images/``, or all in one folder, which is split deterministically 80/20
-  (``split_pairs``: in name order, every fifth photo is a test photo);
+  (``split_pairs``: in natural order of the file names, every fifth photo is a test photo);
 * ``coco``: ``<root>/annotations/instances_<set>.json`` with the images in
   ``<root>/images/<set>/`` (a training set and a ``test`` or ``val`` set);
 * ``yolo``: ``<root>/classes.txt``, ``images/``, ``labels/`` and the lists ``train.txt`` and
   ``test.txt`` (or ``val.txt``) of image names.
 
+Then the export layouts of ``dataset/photo_layouts.py`` (``LAYOUTS``): ``cvat_voc``,
+``voc_folders`` (``images/`` + ``annotations/``), ``roboflow``, ``tf_csv``, ``cvat_yolo``.
+
 Class names come from the data when the user gives none: the sorted ``<name>`` values of the
-XML files (voc, labelimg), the categories of the training JSON (coco), ``classes.txt`` (yolo).
+XML files (voc, labelimg), the categories of the training JSON (coco), ``classes.txt`` (yolo),
+and for the export layouts their names file or the sorted names of their boxes.
 """
 from __future__ import annotations
 
@@ -23,18 +27,23 @@ import glob
 import json
 import os
 from dataclasses import dataclass
-from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from dataset.imdb import Imdb, load_class_names
+from dataset.imdb import (ANNOTATION_WITHOUT_PHOTO, PHOTO_WITHOUT_ANNOTATION, Imdb,
+                          load_class_names)
 from dataset.pascal_voc import PascalVoc
+from dataset.photo_layouts import EXPECTED_BY_LAYOUT, LAYOUTS, FolderLayout
+from dataset.photo_layouts import detect as detect_export_layout
+from dataset.photo_sets import (PHOTO_SUFFIXES, natural_key, split_line, split_part,
+                                xml_class_names)
 
-FORMATS = ("voc", "labelimg", "coco", "yolo")
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")   # compared in lower case: .JPG counts
+FORMATS = ("voc", "labelimg", "coco", "yolo") + LAYOUTS
+# the order ``detect_layout`` tries them in (module docstring)
+AUTO_ORDER = ("voc", "labelimg", "coco", "yolo", "cvat_voc", "voc_folders", "roboflow", "tf_csv",
+              "cvat_yolo")
 TRAIN_NAMES = ("train", "trainval")
 TEST_NAMES = ("test", "val", "valid")
-TEST_EVERY = 5                                        # one folder: every 5th photo is a test one
 
 
 @dataclass
@@ -50,24 +59,33 @@ class PhotoLayout:
     test_set: str
     year: str = "2007"        # voc only
     description: str = ""     # one line for the user: what was found
+    folder: FolderLayout | None = None   # the export layouts (dataset/photo_layouts.py)
 
     def prepare_dataset_args(self, image_set: str) -> list[str]:
-        """``--dataset/--root/--set`` (and ``--year``) flags for one set."""
+        """``--dataset/--root/--set`` (and ``--year``) flags for one set; photos without
+        boxes are kept as backgrounds (``--keep-backgrounds``), whatever the layout."""
         dataset = {"voc": "pascal"}.get(self.format, self.format)
         flags = ["--dataset", dataset, "--root", self.root, "--set", image_set]
-        return flags + (["--year", self.year] if self.format == "voc" else [])
+        return flags + (["--year", self.year] if self.format == "voc" else []) + [
+            "--keep-backgrounds"]
 
 
 def _is_photo(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in PHOTO_SUFFIXES
 
 
+def _folder_files(folder: str) -> list[str]:
+    """File names of ``folder`` in natural order (``IMG_2`` before ``IMG_10``)."""
+    return sorted(os.listdir(folder), key=natural_key) if os.path.isdir(folder) else []
+
+
 def labelimg_pairs(folder: str) -> list[tuple[str, str]]:
     """(photo path, XML path) of every photo of ``folder`` with an XML of the same stem.
 
-    Sorted by file name; photos without an XML (unlabelled) are left out.
+    In natural order of the file names; photos without an XML (unlabelled) are left out
+    (``labelimg_unmatched`` lists them).
     """
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    names = _folder_files(folder)
     xml_stems = {os.path.splitext(n)[0]: n for n in names if n.lower().endswith(".xml")}
     pairs = []
     for name in names:
@@ -77,12 +95,21 @@ def labelimg_pairs(folder: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def labelimg_unmatched(folder: str) -> tuple[list[str], list[str]]:
+    """(photos without an XML, XML files without a photo) of a LabelImg folder."""
+    names = _folder_files(folder)
+    photo_stems = {os.path.splitext(n)[0] for n in names if _is_photo(n)}
+    xml_stems = {os.path.splitext(n)[0] for n in names if n.lower().endswith(".xml")}
+    return ([os.path.join(folder, n) for n in names
+             if _is_photo(n) and os.path.splitext(n)[0] not in xml_stems],
+            [os.path.join(folder, n) for n in names
+             if n.lower().endswith(".xml") and os.path.splitext(n)[0] not in photo_stems])
+
+
 def split_pairs(pairs: list, part: str) -> list:
-    """The ``train`` (4 in 5) or ``test`` (every 5th, in name order) part of one folder."""
-    if part not in ("train", "test"):
-        raise ValueError(f"split part {part!r}: valid: train, test")
-    is_test = [(k % TEST_EVERY) == TEST_EVERY - 1 for k in range(len(pairs))]
-    return [p for p, t in zip(pairs, is_test) if t == (part == "test")]
+    """The ``train`` (4 in 5) or ``test`` (every 5th, in the order given: ``labelimg_pairs``'
+    natural order of the file names) part of one folder."""
+    return split_part(pairs, part)
 
 
 def _labelimg_subfolders(root: str) -> tuple[str, str, str] | None:
@@ -143,23 +170,26 @@ class LabelImgFolder(PascalVoc):
         self.image_set_index = [os.path.splitext(os.path.basename(p))[0] for p, _ in pairs]
         self._image_paths = {i: p for i, (p, _) in zip(self.image_set_index, pairs)}
         self._xml_paths = {i: x for i, (_, x) in zip(self.image_set_index, pairs)}
+        self._count_unmatched(root, image_set)
         self._load_labels(ignore_unknown)
+
+    def _count_unmatched(self, root: str, image_set: str) -> None:
+        """Count the photos without an XML and the XML without a photo of the set's folder
+        (for the 80/20 parts of one folder: all of them with the ``train`` part)."""
+        self.report.unmatched.update({PHOTO_WITHOUT_ANNOTATION: 0, ANNOTATION_WITHOUT_PHOTO: 0})
+        folder = os.path.join(root, image_set)
+        if not os.path.isdir(folder):
+            if image_set != "train":
+                return
+            folder = root
+        photos, xmls = labelimg_unmatched(folder)
+        for path in photos:
+            self.report.left_out(PHOTO_WITHOUT_ANNOTATION, path)
+        for path in xmls:
+            self.report.left_out(ANNOTATION_WITHOUT_PHOTO, path)
 
     def _annotation_path(self, image_id: str) -> str:
         return self._xml_paths[image_id]
-
-
-def xml_class_names(xml_paths: list[str]) -> list[str]:
-    """Sorted ``<object><name>`` values of VOC / LabelImg XML files."""
-    names = set()
-    for path in xml_paths:
-        try:
-            root = ET.parse(path).getroot()
-        except (ET.ParseError, OSError) as err:
-            raise ValueError(f"annotation file {path} cannot be read as XML: {err}") from None
-        names.update((obj.findtext("name") or "").strip() for obj in root.findall("object"))
-    names.discard("")
-    return sorted(names)
 
 
 def _voc_devkit(root: str) -> tuple[str, str] | None:
@@ -209,8 +239,7 @@ def _labelimg_layout(root: str) -> PhotoLayout | None:
             num_test = len(split_pairs(pairs, "test"))
             return PhotoLayout("labelimg", base, "train", "test", description=(
                 f"LabelImg folder {base}: {len(pairs)} photos + XML in one folder, no train/ "
-                f"and test/ subfolders: split 80/20 by name (every {TEST_EVERY}th photo is a "
-                f"test photo): {len(pairs) - num_test} train / {num_test} test"))
+                f"and test/ subfolders: {split_line(len(pairs) - num_test, num_test)}"))
     return None
 
 
@@ -242,15 +271,28 @@ def _yolo_layout(root: str) -> PhotoLayout | None:
                        description=f"YOLO text labels in {root}: lists {train} and {test}")
 
 
+def _export_layout(fmt: str):
+    """The detector of one of the export layouts, as a ``PhotoLayout``."""
+    def detector(root: str) -> PhotoLayout | None:
+        found = detect_export_layout(fmt, root)
+        if found is None:
+            return None
+        return PhotoLayout(fmt, root, found.train_set, found.test_set,
+                           description=f"{root}: {found.description}", folder=found)
+    return detector
+
+
 _DETECTORS = {"voc": _voc_layout, "labelimg": _labelimg_layout, "coco": _coco_layout,
-              "yolo": _yolo_layout}
+              "yolo": _yolo_layout, **{fmt: _export_layout(fmt) for fmt in LAYOUTS}}
 EXPECTED_BY_FORMAT = {
     "voc": "a VOC devkit (VOCdevkit/VOC<year>/Annotations, JPEGImages, ImageSets/Main)",
     "labelimg": "a LabelImg folder (photos + .xml side by side, in train/ and test/ or in one "
                 "folder)",
     "coco": "COCO JSON (annotations/instances_<set>.json + images/<set>/)",
-    "yolo": "YOLO text (classes.txt, images/, labels/, train.txt, test.txt)"}
-EXPECTED = ", ".join(list(EXPECTED_BY_FORMAT.values())[:-1]) + " or " + EXPECTED_BY_FORMAT["yolo"]
+    "yolo": "YOLO text (classes.txt, images/, labels/, train.txt, test.txt)",
+    **EXPECTED_BY_LAYOUT}
+EXPECTED = "; ".join(EXPECTED_BY_FORMAT[f] for f in AUTO_ORDER[:-1]) + "; or " + \
+    EXPECTED_BY_FORMAT[AUTO_ORDER[-1]]
 
 
 def _found(root: str) -> str:
@@ -274,7 +316,7 @@ def detect_layout(root: str, fmt: str = "auto") -> PhotoLayout:
     root : str
         The folder the user named.
     fmt : str
-        ``auto`` (try voc, labelimg, coco, yolo in turn) or one of ``FORMATS``.
+        ``auto`` (try ``AUTO_ORDER`` in turn) or one of ``FORMATS``.
 
     Raises
     ------
@@ -287,7 +329,7 @@ def detect_layout(root: str, fmt: str = "auto") -> PhotoLayout:
         raise ValueError(f"--format {fmt!r}: valid: auto, {', '.join(FORMATS)}")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: not a folder (expected {EXPECTED})")
-    for name in FORMATS if fmt == "auto" else (fmt,):
+    for name in AUTO_ORDER if fmt == "auto" else (fmt,):
         layout = _DETECTORS[name](root)
         if layout is not None:
             return layout
@@ -307,7 +349,12 @@ def _set_xml_files(layout: PhotoLayout, image_set: str) -> list[str]:
 
 def data_class_names(layout: PhotoLayout) -> list[str]:
     """Class names written in the data (module docstring), in the order training uses."""
-    if layout.format in ("voc", "labelimg"):
+    if layout.folder is not None:
+        sets = [s for value in (layout.train_set, layout.test_set)
+                for s in value.split(",") if s]
+        names = layout.folder.class_names(sets)
+        where = f"the annotations of {layout.root}"
+    elif layout.format in ("voc", "labelimg"):
         files = [p for s in (layout.train_set, layout.test_set)
                  for p in _set_xml_files(layout, s) if os.path.isfile(p)]
         names = xml_class_names(files)

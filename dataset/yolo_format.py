@@ -12,8 +12,13 @@ import numpy as np
 from dataset.imdb import CheckReport, Imdb, check_box, load_class_names
 
 
-def parse_yolo_txt(txt_path: str, num_classes: int, report: CheckReport) -> np.ndarray:
-    """Read one YOLO label file into a float32 (N, 5) normalised ``[cls, x1, y1, x2, y2]``."""
+def parse_yolo_txt(txt_path: str, num_classes: int, report: CheckReport,
+                   ignore_unknown: bool = False) -> np.ndarray:
+    """Read one YOLO label file into a float32 (N, 5) normalised ``[cls, x1, y1, x2, y2]``.
+
+    A class id outside ``0..num_classes-1`` raises ValueError, or with ``ignore_unknown`` is
+    skipped and counted in ``report.ignored_unknown``.
+    """
     if not os.path.isfile(txt_path):
         raise FileNotFoundError(f"label file {txt_path} does not exist")
     rows = []
@@ -28,6 +33,10 @@ def parse_yolo_txt(txt_path: str, num_classes: int, report: CheckReport) -> np.n
                 raise ValueError
         except (ValueError, IndexError):
             raise ValueError(f"{where}: expected 'cls cx cy w h', got {line.strip()!r}") from None
+        if not 0 <= cls < num_classes and ignore_unknown:
+            report.ignored_unknown += 1
+            report.note(f"{where}: class id {cls} not in the {num_classes} names, ignored")
+            continue
         if not 0 <= cls < num_classes:
             raise ValueError(f"{where}: unknown class id {cls}; valid: 0-{num_classes - 1}")
         box = check_box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, 1.0, 1.0, where, report)

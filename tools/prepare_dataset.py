@@ -1,10 +1,12 @@
 """Build the detection ``.lst`` of a dataset and pack it into ``.rec`` / ``.idx``.
 
-Reads PASCAL VOC (``--dataset pascal``), MS COCO (``coco``), YOLO text labels (``yolo``) or a
-LabelImg folder (``labelimg``: photos and their XML side by side),
-checks every annotation (unknown classes, boxes outside the image or of no size, missing or
-unreadable images, empty annotation files), writes ``--target`` (the ``.lst``), packs it with
-:mod:`tools.pack_rec` in-process, and prints a summary with the ``--label-width`` training needs.
+Reads PASCAL VOC (``--dataset pascal``), MS COCO (``coco``), YOLO text labels (``yolo``), a
+LabelImg folder (``labelimg``: photos and their XML side by side) or a folder in one of the
+export layouts of ``dataset/photo_layouts.py`` (``voc_folders``, ``tf_csv``, ``roboflow``,
+``cvat_voc``, ``cvat_yolo``), checks every annotation (unknown classes, boxes outside the
+image or of no size, missing or unreadable images, empty annotation files), writes
+``--target`` (the ``.lst``), packs it with :mod:`tools.pack_rec` in-process, and prints a
+summary with the ``--label-width`` training needs.
 
 Layouts (``--root``):
 
@@ -13,8 +15,16 @@ Layouts (``--root``):
 * yolo: ``<root>/<set>.txt`` (image stems), ``<root>/images/``, ``<root>/labels/``,
   class names from ``--class-names`` or ``<root>/classes.txt``
 * labelimg: ``<root>/<set>/`` holds ``IMG_1.JPG`` + ``IMG_1.xml`` ...; with no such subfolder,
-  ``--set train`` / ``test`` are the 80/20 parts of ``<root>`` itself (every 5th photo in name
-  order is a test photo; ``dataset/photo_folder.py``); ``--class-names`` required
+  ``--set train`` / ``test`` are the 80/20 parts of ``<root>`` itself (every 5th photo in
+  natural order of the file names is a test photo; ``dataset/photo_folder.py``);
+  ``--class-names`` required
+* voc_folders, tf_csv, roboflow, cvat_voc, cvat_yolo: ``<root>`` is the folder as the tool
+  or the set's authors wrote it; ``--set`` names one of its sets (``train``, ``test``, ``valid``
+  ...; ``train`` / ``test`` are the 80/20 parts when it has no test or valid set); class names
+  default to the ones written in the data
+
+Images without objects are left out of the list and counted, or with ``--keep-backgrounds``
+kept as backgrounds (``dataset/imdb.py``) and counted.
 
 Example::
 
@@ -37,7 +47,8 @@ from dataset.imdb import Imdb
 
 logger = logging.getLogger("prepare_dataset")
 
-DATASETS = ("pascal", "coco", "yolo", "labelimg")
+DATASETS = ("pascal", "coco", "yolo", "labelimg", "voc_folders", "tf_csv", "roboflow",
+            "cvat_voc", "cvat_yolo")
 
 
 def _split(value: str | list[str], flag: str) -> list[str]:
@@ -56,7 +67,7 @@ def load_imdb(dataset: str, image_set: str | list[str], root: str, year: str | l
     Parameters
     ----------
     dataset : str
-        ``pascal``, ``coco``, ``yolo`` or ``labelimg``.
+        One of ``DATASETS``.
     image_set : str or list of str
         Set names (comma string or list); with VOC, every (year, set) pair is read.
     root : str
@@ -93,6 +104,12 @@ def load_imdb(dataset: str, image_set: str | list[str], root: str, year: str | l
         for s in sets:
             imdbs.append(LabelImgFolder(root, s, class_names, shuffle=shuffle,
                                         ignore_unknown=ignore_unknown, seed=seed))
+    elif dataset != "yolo":
+        from dataset.photo_layouts import load_layout, read_set
+        layout = load_layout(dataset, root)
+        for s in sets:
+            imdbs.append(read_set(layout, s, class_names, shuffle=shuffle,
+                                  ignore_unknown=ignore_unknown, seed=seed))
     else:
         from dataset.yolo_format import YoloFormat
         names = class_names or os.path.join(root, "classes.txt")
@@ -112,9 +129,17 @@ def format_summary(summary: dict) -> str:
     lines += [f"  {name:<{width}} {count}" for name, count in summary["objects_per_class"].items()]
     lines.append(f"max objects per image: {summary['max_objects_per_image']} -> "
                  f"--label-width {summary['label_width']} or more")
+    empty = (f"{summary.get('backgrounds', 0)} image(s) without objects kept as backgrounds"
+             if summary.get("keep_backgrounds") else
+             f"{summary['empty_images']} image(s) without objects skipped")
     lines.append(f"checks: {summary['clipped_boxes']} box(es) clipped, {summary['dropped_boxes']} "
                  f"dropped (no size), {summary['ignored_unknown']} of unknown classes ignored, "
-                 f"{summary['empty_images']} image(s) without objects skipped")
+                 f"{empty}")
+    left_out = summary.get("left_out", {})
+    if left_out:
+        lines.append("left out: " + ", ".join(
+            f"{v['count']} {kind}" + (f" (e.g. {v['example']})" if v["count"] else "")
+            for kind, v in left_out.items()))
     histogram = summary.get("box_size_histogram", {})
     if histogram:
         lines.append("box sizes (sqrt of the box area, fraction of the image side): "
@@ -138,11 +163,12 @@ def prepare_dataset(dataset: str, image_set: str | list[str], root: str, target:
                     year: str | list[str] = "2007", shuffle: bool = True, num_thread: int = 1,
                     class_names: list[str] | str | None = None, resize: int = 0,
                     ignore_unknown: bool = False, seed: int | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, keep_backgrounds: bool = False) -> dict:
     """Read, check, list and pack a dataset; return its summary.
 
     Writes ``target`` (the ``.lst``) and, beside it, the ``.rec`` and ``.idx`` of the same
-    name. Paths in the list are relative to ``root``.
+    name. Paths in the list are relative to ``root``. ``keep_backgrounds``: images without
+    objects are listed as backgrounds instead of left out (both counted).
 
     Returns
     -------
@@ -155,13 +181,13 @@ def prepare_dataset(dataset: str, image_set: str | list[str], root: str, target:
         raise ValueError(f"--target {target!r}: must be a .lst path (.rec/.idx go beside it)")
     imdb = load_imdb(dataset, image_set, root, year, shuffle, class_names, ignore_unknown, seed)
     imdb.check_images()
-    num_listed = imdb.save_imglist(target, root=root)
+    num_listed = imdb.save_imglist(target, root=root, backgrounds=keep_backgrounds)
     rec_path, idx_path = pack_rec(target, root, num_thread=num_thread, resize=resize,
                                   progress=progress)
     check_packed(rec_path)
     summary = imdb.summary()
     summary.update(lst=target, rec=rec_path, idx=idx_path, classes=imdb.classes,
-                   num_listed=num_listed)
+                   num_listed=num_listed, keep_backgrounds=keep_backgrounds)
     return summary
 
 
@@ -215,6 +241,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "<root>/classes.txt")
     p.add_argument("--ignore-unknown-classes", dest="ignore_unknown", action="store_true",
                    help="skip objects of classes not in --class-names instead of failing")
+    p.add_argument("--keep-backgrounds", action="store_true",
+                   help="list images without objects as backgrounds (trained as such) instead "
+                        "of leaving them out; counted either way")
     p.add_argument("--resize", type=int, default=0,
                    help="store images with the longest side at most N px (0: unchanged)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
@@ -243,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = prepare_dataset(args.dataset, args.image_set, args.root, args.target,
                                   year=args.year, shuffle=args.shuffle, num_thread=args.num_thread,
                                   class_names=args.class_names, resize=args.resize,
-                                  ignore_unknown=args.ignore_unknown, seed=args.seed)
+                                  ignore_unknown=args.ignore_unknown, seed=args.seed,
+                                  keep_backgrounds=args.keep_backgrounds)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

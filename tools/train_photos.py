@@ -1,9 +1,25 @@
 """One command from a folder of labelled photos to a trained detector and its mAP, on a CPU.
 
-The folder is what users have (``dataset/photo_folder.py``): a VOC devkit, a LabelImg folder
-(photos and XML side by side, in ``train/`` + ``test/`` or in one folder split 80/20), COCO JSON
-or YOLO text; the format is detected or named by ``--format``, the class names come from the
-data unless ``--class-names`` gives them (written to ``model/class_names.txt`` either way).
+The folder is read as users have it, as their tool or the set's authors wrote it
+(``dataset/photo_folder.py``, docs/DATASETS.md "Folders of labelled photos as they come"); the
+layout is detected (in this order) or named by ``--format``:
+
+* ``voc``: a VOC devkit (``VOCdevkit/VOC<year>/``);
+* ``labelimg``: photos beside their XML, in ``train/`` + ``test/`` or in one folder;
+* ``coco``: ``annotations/instances_<set>.json`` + ``images/<set>/``;
+* ``yolo``: ``classes.txt``, ``images/``, ``labels/``, ``train.txt`` + ``test.txt``;
+* ``cvat_voc``: CVAT's PASCAL VOC 1.1 export (``ImageSets/Main/default.txt`` ...);
+* ``voc_folders``: ``images/`` with VOC XML in ``annotations/`` (``annots/``, ``xml/`` ...),
+  matched by file name, with or without ``train/`` / ``test/`` subfolders;
+* ``roboflow``: ``train/ valid/ test/`` with COCO JSON, CSV or XML, or a YOLO ``data.yaml``;
+* ``tf_csv``: TensorFlow CSVs (``train_labels.csv`` + ``test_labels.csv``, or one);
+* ``cvat_yolo``: CVAT's YOLO 1.1 export (``obj.data``, ``obj.names``, ``obj_train_data/``).
+
+The test set is the layout's own (a test folder, list or CSV), else its ``valid`` set, else an
+80/20 split in natural order of the file names (every 5th photo; said in one line). Photos
+without boxes are kept as backgrounds; what is skipped or repaired is counted in the summary of
+each set. The class names come from the data unless ``--class-names`` gives them (written to
+``model/class_names.txt`` either way).
 
 Steps (each one the project's real command-line tool, echoed as it runs):
 
@@ -93,8 +109,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", nargs="?", default=None,
-                   help="folder of labelled photos: a VOC devkit, a LabelImg folder (photos + "
-                        "XML side by side), COCO JSON or YOLO text (dataset/photo_folder.py)")
+                   help="folder of labelled photos in any layout of --format: VOC, LabelImg, "
+                        "COCO, YOLO, images/ + annotations/, TensorFlow CSV, Roboflow or CVAT "
+                        "exports (docs/DATASETS.md)")
     p.add_argument("--voc-root", default=None,
                    help="a VOC devkit (the earlier flag): the same as DATA with --format voc")
     p.add_argument("--sample", default=None, choices=sorted(SAMPLES),
