@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,6 +211,34 @@ def test_profile_batch(synth_data):
                      rf"float32 {FLOAT} ms", out, re.M)
     ratio = re.search(rf"^loop / limit ({FLOAT})$", out, re.M)
     assert ratio and float(ratio.group(1)) > 0
+
+
+def test_far_away(synth_data, tmp_path):
+    """The copy keeps every photo and box; the boxes are the source's, shrunk and moved."""
+    from config.mxnet_compat import mx
+    from dataset.recordio_utils import read_labels
+    out_rec = tmp_path / "far.rec"
+    out = run(shrink(command("far_away.py"), {"--output": str(out_rec), "--seed": "3"},
+                     positional={"output/photos/test.rec": synth_data.val_rec}))
+    found = re.search(r"^(\d+) photos, (\d+) boxes; side < 0.2 of the photo: (\d+) before .*, "
+                      r"(\d+) after", out, re.M)
+    assert found and int(found.group(1)) == synth_data.num_val, out
+    boxes, before, after = (int(found.group(k)) for k in (2, 3, 4))
+    assert after > before and after >= 0.8 * boxes     # shrunk to 0.2-0.3: nearly all small
+    source, copy = read_labels(synth_data.val_rec), read_labels(str(out_rec))
+    assert len(source) == len(copy)
+    for src, far in zip(source, copy):
+        src, far = src[src[:, 0] >= 0], far[far[:, 0] >= 0]
+        assert np.array_equal(src[:, 0], far[:, 0])          # same objects, same classes
+        scale_w = (far[:, 3] - far[:, 1]) / (src[:, 3] - src[:, 1])
+        scale_h = (far[:, 4] - far[:, 2]) / (src[:, 4] - src[:, 2])
+        assert np.allclose(scale_w, scale_w[0], atol=0.02) and 0.19 <= scale_w[0] <= 0.31
+        assert np.allclose(scale_h, scale_w[0], atol=0.03)   # the photo keeps its aspect
+        assert far[:, 1:5].min() >= 0 and far[:, 1:5].max() <= 1
+    reader = mx.recordio.MXIndexedRecordIO(str(out_rec)[:-4] + ".idx", str(out_rec), "r")
+    header, image = mx.recordio.unpack_img(reader.read_idx(reader.keys[0]))
+    reader.close()
+    assert image.shape[:2] == (synth_data.image_size, synth_data.image_size)
 
 
 @pytest.fixture(scope="module")
