@@ -311,6 +311,17 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_variants(value: str, known: dict) -> list[str] | None:
+    """The names of a comma list, or None after an ``error:`` line naming the unknown ones."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in known]
+    if unknown:
+        print(f"error: --variants {','.join(unknown)}: unknown; valid: {', '.join(known)}",
+              file=sys.stderr)
+        return None
+    return names
+
+
 def main_recipe(args: argparse.Namespace) -> int:
     """``sweep recipe``: run the variants on the demo's records, or print the report."""
     out_dir = Path(args.out).resolve()
@@ -333,11 +344,8 @@ def main_recipe(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     class_names = ",".join(n.strip() for n in names_file.read_text().splitlines() if n.strip())
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in RECIPE_VARIANTS]
-    if unknown:
-        print(f"error: --variants {','.join(unknown)}: unknown; valid: "
-              f"{', '.join(RECIPE_VARIANTS)}", file=sys.stderr)
+    variants = parse_variants(args.variants, RECIPE_VARIANTS)
+    if variants is None:
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in variants:
@@ -381,11 +389,8 @@ def run_photo_variant(name: str, args: argparse.Namespace) -> dict:
 
 def main_photo(args: argparse.Namespace) -> int:
     """``sweep photo``: run the variants on the given records."""
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in names if v not in PHOTO_VARIANTS]
-    if unknown:
-        print(f"error: --variants {','.join(unknown)}: unknown; valid: "
-              f"{', '.join(PHOTO_VARIANTS)}", file=sys.stderr)
+    names = parse_variants(args.variants, PHOTO_VARIANTS)
+    if names is None:
         return 2
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for name in names:
