@@ -239,6 +239,13 @@ def test_mosaic_scale_keeps_small_boxes_above_the_finest_anchor():
     assert mosaic_scale({"0.05-0.1": 10}, 0.12)[0] == 1.0
     # finer (fitted) anchors allow more shrinking
     assert mosaic_scale(small, 0.08)[0] < mosaic_scale(small, 0.12)[0]
+    # a lower floor (--mosaic-floor) lets raccoon's photos shrink further, down to where its
+    # smallest tenth of boxes would pass below the finest anchor
+    low, why = mosaic_scale(RACCOON_BOXES, 0.12, floor=0.2)
+    assert 0.2 <= low < 0.5 and f"mosaic scale {low:g}-1" in why
+    assert low == max(0.2, round(0.12 / 2 ** 0.5 / box_side_quantile(RACCOON_BOXES, 0.1), 2))
+    with pytest.raises(ValueError, match="--mosaic-floor 0"):
+        mosaic_scale(RACCOON_BOXES, 0.12, floor=0)
 
 
 def test_the_last_epoch_is_kept_unless_the_best_beats_it_beyond_noise():

@@ -143,6 +143,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--mosaic-copies", type=float, default=None,
                    help="four-photo mosaics per training photo (0: train on the photos alone; "
                         "default: sized to the set, see mosaic_copies)")
+    p.add_argument("--mosaic-floor", type=float, default=MOSAIC_LOW,
+                   help="the smallest share of the mosaic's side a photo may shrink to (the "
+                        "set's box sizes may raise it: mosaic_scale)")
     p.add_argument("--mosaic-min-visible", type=float, default=None,
                    help="a box cut by its mosaic quadrant is kept when this share of its area "
                         "shows, else dropped (default: tools/mosaic.py's --min-visible)")
@@ -226,24 +229,27 @@ def box_side_quantile(histogram: dict[str, int], q: float) -> float:
     return bins[-1][1]
 
 
-def mosaic_scale(histogram: dict[str, int], finest_anchor: float) -> tuple[float, str]:
+def mosaic_scale(histogram: dict[str, int], finest_anchor: float,
+                 floor: float = MOSAIC_LOW) -> tuple[float, str]:
     """The smallest shrink of a photo in a mosaic, for a set's box sizes, and the reason.
 
     A photo's longest side takes ``low``-1.0 of the mosaic's side, so its boxes shrink by as
     much. The finest anchor (side ``a``, a share of the input side) still matches a square box
     of side ``s`` <= ``a`` at IoU (s/a)^2 >= 0.5 when ``s >= a / sqrt(2)``: the smallest tenth of
     the training boxes is kept at least that large (``low = s_min / q10``), between
-    ``MOSAIC_LOW`` (raccoon's and cards' boxes: unchanged) and 1.0. Boxes already below the
+    ``floor`` (``MOSAIC_LOW``: raccoon's and cards' boxes unchanged) and 1.0. Boxes already below the
     finest anchor in the photos are left to the fitted anchors (``min_coverage``).
     """
     s_min = finest_anchor / math.sqrt(2.0)
     q10 = box_side_quantile(histogram, 0.1)
-    low = min(1.0, max(MOSAIC_LOW, s_min / max(q10, 1e-6)))
+    if not 0 < floor <= 1:
+        raise ValueError(f"--mosaic-floor {floor:g}: need a share in (0, 1]")
+    low = min(1.0, max(floor, s_min / max(q10, 1e-6)))
     low = round(low, 2)
     head = (f"mosaic scale {low:g}-1: the smallest tenth of the training boxes (side <= "
             f"{q10:.3f} of the photo)")
-    if low > MOSAIC_LOW:
-        return low, (f"{head} would shrink below {s_min:.3f} of the input at {MOSAIC_LOW:g}, "
+    if low > floor:
+        return low, (f"{head} would shrink below {s_min:.3f} of the input at {floor:g}, "
                      f"the smallest box the finest anchor ({finest_anchor:g}) matches at IoU 0.5")
     return low, (f"{head} stays above {s_min:.3f} of the input, the smallest box the finest "
                  f"anchor ({finest_anchor:g}) matches at IoU 0.5")
@@ -384,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = get_parser().parse_args(argv)
     try:
+        if not 0 < args.mosaic_floor <= 1:
+            raise ValueError(f"--mosaic-floor {args.mosaic_floor:g}: need a share in (0, 1]")
         layout = resolve_layout(args)
         names = resolve_class_names(args, layout)
     except (ValueError, FileNotFoundError, SampleError) as err:
@@ -419,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from symbol.symbol_factory import get_config   # imports MXNet: only here
             finest = min(get_config(PHOTO_RECIPE["network"], args.data_shape)["sizes"][0])
-        low, why = mosaic_scale(train_summary.get("box_size_histogram", {}), finest)
+        low, why = mosaic_scale(train_summary.get("box_size_histogram", {}), finest,
+                                args.mosaic_floor)
         print(why, flush=True)
         train_rec = work / "train_mosaic.rec"
         run([py, "tools/mosaic.py", str(work / "train.rec"), "--output", str(train_rec),
