@@ -63,8 +63,8 @@ TRAIN_SET_NAMES = ("train", "trainval", "training", "default")
 TEST_SET_NAMES = ("test", "testing")
 VALID_SET_NAMES = ("valid", "val", "validation")
 SPLIT_NAMES = TRAIN_SET_NAMES + TEST_SET_NAMES + VALID_SET_NAMES
-PHOTO_FOLDERS = ("images", "jpegimages")
-XML_FOLDERS = ("annotations", "annots", "xml", "labels")
+PHOTO_FOLDERS = ("images", "jpegimages", "imgs", "img", "photos", "pictures")
+XML_FOLDERS = ("annotations", "annots", "annotation", "anns", "xml", "xmls", "labels")
 CSV_FOLDERS = (".", "data", "annotations")
 
 
@@ -315,6 +315,13 @@ def _roboflow(root: str) -> FolderLayout | None:
             sets[n] = PhotoSetSpec("voc_xml", pair_by_stem(splits[n], splits[n], ".xml"),
                                    splits[n])
         what = "Roboflow VOC XML (<split>/ photos + XML)"
+    elif kind == "voc_dirs":
+        for n in kinds:
+            photos, xmls = _photo_and_xml_dirs(splits[n])
+            sets[n] = PhotoSetSpec("voc_xml", pair_by_stem(photos, xmls, ".xml"), photos)
+        pairs = [f"{n}/" + "+".join(os.path.basename(d) + "/" for d in _photo_and_xml_dirs(
+            splits[n])) for n in kinds]
+        what = f"split folders, each with a photo and a VOC XML folder ({', '.join(pairs)})"
     else:
         names = _names_beside(root)
         for n in kinds:
@@ -330,12 +337,26 @@ def _split_kind(folder: str) -> str | None:
         return "coco_json"
     if os.path.isfile(os.path.join(folder, "_annotations.csv")):
         return "tf_csv"
+    if _photo_and_xml_dirs(folder) is not None:
+        return "voc_dirs"
     if os.path.isdir(os.path.join(folder, "images")) and os.path.isdir(
             os.path.join(folder, "labels")):
         return "yolo_txt"
     if _files(folder, ".xml") and _photos(folder):
         return "voc_xml"
     return None
+
+
+def _photo_and_xml_dirs(folder: str) -> tuple[str, str] | None:
+    """(photo folder, XML folder) of ``folder``: ``images/`` beside ``annotations/`` (or the
+    other names of ``PHOTO_FOLDERS`` / ``XML_FOLDERS``) holding .xml, or None."""
+    children = _subfolders(folder)
+    photo_dir = next((children[n] for n in PHOTO_FOLDERS if n in children), None)
+    xml_dir = next((children[n] for n in XML_FOLDERS if n in children
+                    and _files(os.path.join(folder, children[n]), ".xml")), None)
+    if photo_dir is None or xml_dir is None:
+        return None
+    return os.path.join(folder, photo_dir), os.path.join(folder, xml_dir)
 
 
 def _listed_set(fmt: str, folder: str, listed: dict[str, PixelBoxes]) -> PhotoSetSpec:

@@ -562,3 +562,25 @@ def test_train_photos_on_a_roboflow_export_end_to_end(tmp_path):
     assert "3 images" in out               # the background test photo is scored too
     assert "Finished: VOC07 mAP" in out
     assert seconds < 120, f"{seconds:.0f} s"
+
+
+def test_split_folders_each_holding_images_and_annotations(tmp_path):
+    """train/images + train/annotations, test/... (the split above the photo and XML folders,
+    as many Kaggle sets ship); other folder names too (imgs/, xmls/)."""
+    root = tmp_path / "split_first"
+    for split, first, count, (photo_dir, xml_dir) in (("train", 0, 5, ("images", "annotations")),
+                                                        ("test", 10, 2, ("imgs", "xmls"))):
+        for k in range(first, first + count):
+            write_photo(root / split / photo_dir / f"p{k}.jpg", scene(k))
+            (root / split / xml_dir).mkdir(parents=True, exist_ok=True)
+            (root / split / xml_dir / f"p{k}.xml").write_text(voc_xml(f"p{k}.jpg", scene(k)))
+    write_photo(root / "train" / "images" / "unlabelled.jpg", [])
+    layout, names, out = pack(root, tmp_path)
+    assert (layout.format, layout.train_set, layout.test_set) == ("roboflow", "train", "test")
+    assert "each with a photo and a VOC XML folder (test/imgs/+xmls/, train/images/+annotations/)" \
+        in layout.description
+    assert names == ["cat", "dog"]
+    assert counts(out["train"]) == {"photos": 5, "boxes": 7, "backgrounds": 0, "clipped": 0,
+                                    "dropped": 0, "unknown": 0, "no_annotation": 1,
+                                    "no_photo": 0, "skipped": 0}
+    assert counts(out["test"])["photos"] == 2 and counts(out["test"])["boxes"] == 3
