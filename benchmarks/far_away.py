@@ -7,7 +7,8 @@ script makes a copy of a packed test record where they are small:
 * each photo is shrunk by a factor drawn from ``--scale LOW HIGH`` and pasted at a random place
   on a canvas of the photo's own size;
 * the canvas is a piece of another photo of the same record: the largest strip beside all its
-  labelled boxes (left, right, above or below them), drawn among the photos whose strip is at
+  labelled boxes (left, right, above or below them, ``STRIP_MARGIN`` of the side away from
+  them), drawn among the photos whose strip is at
   least ``MIN_STRIP`` of the photo (the largest ones when none is), scaled to cover the canvas,
   so that the background is a real scene without an object of the classes;
 * the boxes are rewritten exactly (``x' = (offset + x * shrunk width) / width``); the record
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 
 SMALL_SIDE = 0.2          # the photo report's "small" band: side < 0.2 of the photo
 MIN_STRIP = 0.2           # a background strip covers at least this share of its photo
+STRIP_MARGIN = 0.1        # the strip keeps this share of the photo's side away from every box
 
 
 def box_sides(boxes: np.ndarray) -> np.ndarray:
@@ -49,10 +51,13 @@ def free_strip(boxes: np.ndarray) -> tuple[tuple[float, float, float, float], fl
     its share of the photo (the whole photo when it has no box)."""
     if not len(boxes):
         return (0.0, 0.0, 1.0, 1.0), 1.0
-    left, top = float(boxes[:, 1].min()), float(boxes[:, 2].min())
-    right, bottom = float(boxes[:, 3].max()), float(boxes[:, 4].max())
+    # an animal's body often reaches past its labelled box (a face, a head): keep a margin
+    left, top = float(boxes[:, 1].min()) - STRIP_MARGIN, float(boxes[:, 2].min()) - STRIP_MARGIN
+    right = float(boxes[:, 3].max()) + STRIP_MARGIN
+    bottom = float(boxes[:, 4].max()) + STRIP_MARGIN
     strips = [(0.0, 0.0, left, 1.0), (right, 0.0, 1.0, 1.0), (0.0, 0.0, 1.0, top),
               (0.0, bottom, 1.0, 1.0)]
+    strips = [tuple(float(np.clip(v, 0.0, 1.0)) for v in strip) for strip in strips]
     areas = [max(0.0, x2 - x1) * max(0.0, y2 - y1) for x1, y1, x2, y2 in strips]
     best = int(np.argmax(areas))
     return strips[best], areas[best]
